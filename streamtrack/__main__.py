@@ -1,0 +1,5 @@
+import sys
+
+from streamtrack.cli import main
+
+sys.exit(main())

@@ -1,0 +1,50 @@
+"""The ``streamtrack`` command line: one module per subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from streamtrack.checkpoint import CheckpointError
+from streamtrack.config import ConfigError
+
+
+class UsageError(ValueError):
+    """Bad command-line input; reported as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from streamtrack.cli import make_checkpoint, segment
+
+    parser = argparse.ArgumentParser(
+        prog="streamtrack",
+        description="Real-time object segmentation and tracking with SAM 2 / SAM 2.1 models.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (segment, make_checkpoint):
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except (UsageError, ConfigError, CheckpointError) as e:
+        print(f"streamtrack {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"streamtrack {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def parse_floats(text: str, count: tuple[int, ...], what: str) -> list[float]:
+    """``"1,2,3"`` -> floats, checking the count; raises :class:`UsageError`."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise UsageError(f"{what} {text!r}: expected comma-separated numbers") from None
+    if len(values) not in count:
+        raise UsageError(f"{what} {text!r}: expected {' or '.join(map(str, count))} numbers, got {len(values)}")
+    return values

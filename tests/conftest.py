@@ -1,0 +1,58 @@
+"""Shared fixtures: official models with random weights, their checkpoints, and ours."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from oracle import build_official, save_official_checkpoint  # noqa: E402
+
+torch.set_num_threads(2)
+
+
+@dataclass
+class Pair:
+    """An official model and streamtrack's model loaded from its saved checkpoint."""
+
+    name: str
+    image_size: int
+    official: torch.nn.Module
+    ours: torch.nn.Module
+    checkpoint: Path
+
+
+@pytest.fixture(scope="session")
+def pair_cache(tmp_path_factory):
+    cache: dict[tuple[str, int], Pair] = {}
+    root = tmp_path_factory.mktemp("checkpoints")
+
+    def get(name: str, image_size: int) -> Pair:
+        key = (name, image_size)
+        if key not in cache:
+            from streamtrack.checkpoint import load_model
+
+            cache.clear()  # keep at most one pair of (possibly large) models alive
+            official = build_official(name, image_size, seed=0)
+            path = save_official_checkpoint(official, root / f"{name}.pt")
+            ours = load_model(name, path, image_size=image_size)
+            cache[key] = Pair(name, image_size, official, ours, path)
+        return cache[key]
+
+    return get
+
+
+def random_image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A smooth random RGB image (uint8[h, w, 3]); smooth so resizing is not pure noise."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (h // 8 + 2, w // 8 + 2, 3)).astype(np.float32)
+    t = torch.from_numpy(coarse).permute(2, 0, 1)[None]
+    img = torch.nn.functional.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)[0]
+    img = img.permute(1, 2, 0).numpy() + rng.normal(0, 8, (h, w, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
