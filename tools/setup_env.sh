@@ -19,7 +19,8 @@ python3 -m venv --clear "$venv"
 pip="$venv/bin/python -m pip --disable-pip-version-check -q"
 $pip install "torch==${STREAMTRACK_TORCH_VERSION:-2.13.0}"
 if [ "$test" = 1 ]; then
-  $pip install -e ".[test]" setuptools wheel hydra-core iopath
+  # The oracle's own run-time needs (its torchvision use is stubbed, see tests/oracle.py).
+  $pip install -e ".[test]" setuptools wheel hydra-core iopath pillow tqdm
   # The oracle's build needs torch at build time, hence no build isolation.
   $pip install --no-build-isolation --no-deps sam2==1.1.0
 else
