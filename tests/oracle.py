@@ -72,12 +72,14 @@ def _install_torchvision_stub() -> None:
     sys.modules["torchvision.transforms"] = tr
 
 
-def build_official(name: str, image_size: int = 1024, seed: int = 0, video: bool = False) -> nn.Module:
+def build_official(
+    name: str, image_size: int = 1024, seed: int = 0, video: bool = False, overrides: tuple[str, ...] = ()
+) -> nn.Module:
     """An official model (as ``build_sam2`` or ``build_sam2_video_predictor`` makes it) with
     seeded random weights: default init plus noise on *every* parameter and buffer."""
     from sam2.build_sam import build_sam2, build_sam2_video_predictor
 
-    overrides = [f"++model.image_size={image_size}"]
+    overrides = [f"++model.image_size={image_size}", *overrides]
     builder = build_sam2_video_predictor if video else build_sam2
     torch.manual_seed(seed)
     model = builder(OFFICIAL_CONFIG_FILES[name], ckpt_path=None, device="cpu", hydra_overrides_extra=overrides)
@@ -108,3 +110,25 @@ def official_image_predictor(model: nn.Module):
     s = model.image_size
     predictor._bb_feat_sizes = [(s // 4, s // 4), (s // 8, s // 8), (s // 16, s // 16)]
     return predictor
+
+
+def official_video_state(predictor, frames: list, images: torch.Tensor, workdir: Path) -> dict:
+    """An official inference state for ``frames`` (uint8[H, W, 3] each) whose model inputs are
+    ``images`` (float[N, 3, S, S], streamtrack's preprocessing), so both sides see identical inputs.
+
+    The official loader wants a folder of JPEGs; it gets placeholder files, and the decoded
+    frames are then replaced by ``images``.
+    """
+    import numpy as np
+    from PIL import Image
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    for old in workdir.glob("*.jpg"):
+        old.unlink()
+    h, w = frames[0].shape[:2]
+    for i in range(len(frames)):
+        Image.fromarray(np.zeros((h, w, 3), np.uint8)).save(workdir / f"{i:05d}.jpg")
+    state = predictor.init_state(video_path=str(workdir))
+    state["images"] = images
+    state["cached_features"] = {}
+    return state

@@ -27,12 +27,14 @@ def axial_rope_angles(head_dim: int, side: int, theta: float = 10000.0, device=N
     return torch.cat((torch.outer(tx, freqs), torch.outer(ty, freqs)), dim=-1)
 
 
-def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate consecutive channel pairs: ``x: [..., N, D]``, ``cos/sin: [N, D/2]``."""
-    pairs = x.float().reshape(*x.shape[:-1], -1, 2)
-    a, b = pairs[..., 0], pairs[..., 1]
-    out = torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1)
-    return out.flatten(-2).type_as(x)
+def rotate(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+    """Rotate consecutive channel pairs: ``x: [..., N, D]`` by unit complex numbers ``rot: complex[N, D/2]``.
+
+    Complex multiplication (rather than cos/sin arithmetic) rounds exactly as the
+    official implementation does, which keeps long-stream parity tight.
+    """
+    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+    return torch.view_as_real(pairs * rot).flatten(-2).type_as(x)
 
 
 class RoPEAttention(Attention):
@@ -45,17 +47,18 @@ class RoPEAttention(Attention):
     def __init__(self, dim: int, num_heads: int = 1, kv_dim: int | None = None, theta: float = 10000.0) -> None:
         super().__init__(dim, num_heads, kv_dim=kv_dim)
         self.theta = theta
-        self._angles: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._rotations: dict[tuple[int, str], torch.Tensor] = {}
 
-    def _cos_sin(self, n_query: int, head_dim: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def _rotation(self, n_query: int, head_dim: int, device: torch.device) -> torch.Tensor:
+        """``complex[n_query, head_dim/2]`` unit rotations of the query grid (cached per size)."""
         side = int(round(n_query**0.5))
         if side * side != n_query:
             raise ValueError(f"RoPE queries must form a square grid, got {n_query} tokens")
         key = (n_query, str(device))
-        if key not in self._angles:
+        if key not in self._rotations:
             ang = axial_rope_angles(head_dim, side, self.theta, device)
-            self._angles[key] = (ang.cos(), ang.sin())
-        return self._angles[key]
+            self._rotations[key] = torch.polar(torch.ones_like(ang), ang)
+        return self._rotations[key]
 
     def forward(
         self,
@@ -74,14 +77,14 @@ class RoPEAttention(Attention):
         k = self.split_heads(self.k_proj(k))
         v = self.split_heads(self.v_proj(v))
         n_q = q.shape[-2]
-        cos, sin = self._cos_sin(n_q, q.shape[-1], q.device)
-        q = rotate(q, cos, sin)
+        rot = self._rotation(n_q, q.shape[-1], q.device)
+        q = rotate(q, rot)
         n_rope = k.shape[-2] - n_unrotated
         if n_rope > 0:
             if n_rope % n_q:
                 raise ValueError(f"{n_rope} rotated keys are not a whole number of {n_q}-token grids")
             reps = n_rope // n_q
-            k_rot = rotate(k[:, :, :n_rope], cos.repeat(reps, 1), sin.repeat(reps, 1))
+            k_rot = rotate(k[:, :, :n_rope], rot.repeat(reps, 1))
             k = torch.cat((k_rot, k[:, :, n_rope:]), dim=2)
         return self.merge_heads(attention(q, k, v, key_valid))
 
