@@ -86,17 +86,20 @@ class MemoryBank:
         valid = self.spatial_valid[row, :c]
         return sorted(self.spatial_frame[row, :c][valid].tolist())
 
-    def write_recent(self, rows: torch.Tensor, frame: int, feats: torch.Tensor, ptrs: torch.Tensor) -> None:
-        """Store tracked-frame memories ``bf16[R, 64, h, w]`` and pointers ``float[R, 256]`` for ``rows`` (int[R])."""
+    def write_recent(
+        self, rows: torch.Tensor, frame: int, feats: torch.Tensor, ptrs: torch.Tensor, valid: torch.Tensor | bool = True
+    ) -> None:
+        """Store tracked-frame memories ``bf16[R, 64, h, w]`` and pointers ``float[R, 256]`` for ``rows``
+        (int[R]); ``valid`` (bool[R]) says which rows' entries count."""
         s = self.shape
         k = s.max_cond_frames + frame % s.num_maskmem
         self.spatial[rows, k] = feats.flatten(2).transpose(1, 2)
         self.spatial_frame[rows, k] = frame
-        self.spatial_valid[rows, k] = True
+        self.spatial_valid[rows, k] = valid
         p = s.max_cond_frames + frame % s.max_obj_ptrs
         self.ptr[rows, p] = ptrs
         self.ptr_frame[rows, p] = frame
-        self.ptr_valid[rows, p] = True
+        self.ptr_valid[rows, p] = valid
 
     def drop_recent(self, row: int, frame: int) -> None:
         """Forget a frame's entries in the recent rings (it became a conditioning frame)."""

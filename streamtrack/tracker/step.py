@@ -1,4 +1,4 @@
-"""Memory conditioning: the current frame's features attend to each object's memory bank row.
+"""The per-frame step: memory conditioning, decoding and memory writing for a batch of objects.
 
 Everything here works on whole fixed-shape bank buffers; which slots take part is
 a mask computed from the slots' frame indices.
@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import torch
 
-from streamtrack.model import SAM2
+from streamtrack.model import SAM2, BackboneFeatures
 from streamtrack.model.common import sine_1d
+from streamtrack.tracker import heads
 from streamtrack.tracker.bank import MemoryBank
 
 
@@ -119,3 +120,29 @@ def condition_on_memory(model: SAM2, embed: torch.Tensor, embed_pos: torch.Tenso
     out = model.memory_attention(curr, curr_pos, view.memory, view.memory_pos, view.n_ptr_tokens, view.key_valid)
     return out.transpose(1, 2).reshape(r, c, h, w)
 
+
+
+def frame_step(
+    model: SAM2,
+    bank: MemoryBank,
+    feats: BackboneFeatures,
+    frame: int,
+    rows: torch.Tensor,
+    active: torch.Tensor,
+    fixed_shapes: bool,
+    stream_length: int | None,
+) -> heads.HeadOutput:
+    """Track bank ``rows`` (int[R]) on ``frame`` and store their new memories.
+
+    ``active: bool[R]`` marks the rows that hold objects; only those get memories
+    marked valid. With fixed shapes the caller passes every row, so every tensor
+    entering and inside this step keeps its shape from frame to frame.
+    """
+    r = rows.shape[0]
+    view = memory_view(model, bank, rows, frame, fixed_shapes, stream_length)
+    pix = condition_on_memory(model, feats.embed, feats.embed_pos, view)
+    coords, labels = heads.no_points(r, feats.embed.device)
+    out = heads.decode(model, pix, feats.high_res, coords, labels, None, multimask=True)
+    mem = heads.encode_memory(model, feats.embed, out.high_res, out.object_score, binarize=False)
+    bank.write_recent(rows, frame, mem, out.obj_ptr, active)
+    return out

@@ -19,7 +19,7 @@ from streamtrack.postprocess import fill_holes, non_overlapping
 from streamtrack.preprocess import image_to_input, logits_to_source, to_model_coords
 from streamtrack.tracker import heads
 from streamtrack.tracker.bank import BankShape, MemoryBank
-from streamtrack.tracker.step import condition_on_memory, memory_view
+from streamtrack.tracker.step import condition_on_memory, frame_step, memory_view
 from streamtrack.tracker.types import FrameResult, ObjectResult, Prompt, PromptError, TrackerConfig
 
 PREV_LOGITS_CLAMP = 32.0
@@ -102,19 +102,23 @@ class Tracker:
         return self.result()
 
     def _track_objects(self, objs: list[_Object]) -> None:
-        """The per-frame step for a batch of objects: memory attention, decode, memory encode."""
+        """Run the per-frame step for every object, in one batch."""
         frame = self._frame
-        rows = torch.tensor([o.row for o in objs], device=self.device)
-        view = memory_view(self.model, self.bank, rows, frame.index, self.fixed_shapes, self.config.stream_length)
-        pix = condition_on_memory(self.model, frame.feats.embed, frame.feats.embed_pos, view)
-        coords, labels = heads.no_points(len(objs), self.device)
-        out = heads.decode(self.model, pix, frame.feats.high_res, coords, labels, None, multimask=True)
-        mem = heads.encode_memory(self.model, frame.feats.embed, out.high_res, out.object_score, binarize=False)
-        self.bank.write_recent(rows, frame.index, mem, out.obj_ptr)
-        low = fill_holes(out.low_res, self.config.fill_hole_area)
-        for i, o in enumerate(objs):
-            o.low_res, o.object_score, o.iou = low[i : i + 1], out.object_score[i : i + 1], float(out.iou[i])
-            o.obj_ptr, o.tracked, o.pending_memory = out.obj_ptr[i], True, False
+        if self.fixed_shapes:  # every row, so shapes never depend on the object count
+            rows = torch.arange(self.config.max_objects, device=self.device)
+            active = torch.zeros(self.config.max_objects, dtype=torch.bool, device=self.device)
+            active[[o.row for o in objs]] = True
+            index = [o.row for o in objs]
+        else:
+            rows = torch.tensor([o.row for o in objs], device=self.device)
+            active = torch.ones(len(objs), dtype=torch.bool, device=self.device)
+            index = list(range(len(objs)))
+        out = frame_step(self.model, self.bank, frame.feats, frame.index, rows, active, self.fixed_shapes,
+                         self.config.stream_length)
+        low = fill_holes(out.low_res[index], self.config.fill_hole_area)
+        for i, (o, k) in enumerate(zip(objs, index)):
+            o.low_res, o.object_score, o.iou = low[i : i + 1], out.object_score[k : k + 1], float(out.iou[k])
+            o.obj_ptr, o.tracked, o.pending_memory = out.obj_ptr[k], True, False
 
     # ---------------------------------------------------------------- prompts
 

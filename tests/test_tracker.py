@@ -1,0 +1,185 @@
+"""Tracker behaviour the official predictor cannot be compared on: objects coming and
+going, the conditioning-frame cap, fixed shapes, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import streamtrack.tracker.tracker as tracker_module
+from streamtrack.checkpoint import load_model
+from streamtrack.tracker import Prompt, PromptError, Tracker, TrackerConfig
+from video import moving_shapes
+
+SIZE = 128
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return load_model("sam2.1_hiera_t", None, image_size=SIZE)
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return moving_shapes(30, 120, 160)
+
+
+POINT = Prompt(1, points=((40.0, 90.0),), labels=(1,))
+BOX = Prompt(2, box=(100.0, 30.0, 150.0, 80.0))
+
+
+def test_results_have_every_field_at_source_resolution(model, frames):
+    tracker = Tracker(model, TrackerConfig(max_objects=3))
+    assert tracker.track(frames[0]).objects == []
+    result = tracker.add_prompt(BOX)
+    (obj,) = result.objects
+    assert obj.obj_id == 2 and obj.mask.shape == (120, 160) and obj.mask.dtype == bool
+    assert obj.area == int(obj.mask.sum())
+    assert obj.visible == (obj.object_score > 0)
+    if obj.area:
+        ys, xs = np.nonzero(obj.mask)
+        assert obj.bbox == (xs.min(), ys.min(), xs.max(), ys.max())
+    else:
+        assert obj.bbox is None
+    assert tracker.track(frames[1]).frame_index == 1
+
+
+def test_objects_can_be_removed_and_slots_reused(model, frames):
+    tracker = Tracker(model, TrackerConfig(max_objects=2))
+    tracker.track(frames[0])
+    tracker.add_prompt(POINT)
+    tracker.add_prompt(BOX)
+    with pytest.raises(PromptError, match="all 2 object slots are in use"):
+        tracker.add_prompt(Prompt(3, points=((10.0, 10.0),), labels=(1,)))
+    tracker.track(frames[1])
+    tracker.remove_object(1)
+    assert [o.obj_id for o in tracker.track(frames[2]).objects] == [2]
+    result = tracker.add_prompt(Prompt(3, points=((10.0, 10.0),), labels=(1,)))
+    assert [o.obj_id for o in result.objects] == [2, 3]
+    # The new object starts from its own prompt only: none of object 1's memory survives in its row.
+    row = tracker._objects[3].row
+    assert tracker.bank.cond_frames(row) == []  # its prompt memory is written before the next frame
+    tracker.track(frames[3])
+    assert tracker.bank.cond_frames(row) == [2]
+    with pytest.raises(KeyError, match="no object 1"):
+        tracker.remove_object(1)
+
+
+def test_removing_an_object_leaves_the_others_unchanged(model, frames):
+    def run(remove: bool):
+        tracker = Tracker(model, TrackerConfig(max_objects=3))
+        masks = []
+        for t, frame in enumerate(frames[:8]):
+            result = tracker.track(frame)
+            if t == 0:
+                tracker.add_prompt(POINT)
+                result = tracker.add_prompt(BOX)
+            if t == 3 and remove:
+                tracker.remove_object(1)
+            masks.append(result.by_id()[2].mask)
+        return masks
+
+    kept, removed = run(False), run(True)
+    for a, b in zip(kept, removed):
+        assert (a != b).mean() < 1e-3
+
+
+def test_conditioning_frames_are_capped_and_the_first_is_kept(model, frames):
+    tracker = Tracker(model, TrackerConfig(max_cond_frames=3, corrections_as_cond=True))
+    for t, frame in enumerate(frames[:12]):
+        tracker.track(frame)
+        if t == 0:
+            tracker.add_prompt(POINT)
+        elif t % 2 == 0:
+            tracker.add_prompt(Prompt(1, points=((45.0 + t, 90.0),), labels=(1,)))
+    tracker.track(frames[12])
+    assert tracker.bank.cond_frames(tracker._objects[1].row) == [0, 8, 10]
+
+
+def test_corrections_off_stay_out_of_conditioning_frames(model, frames):
+    tracker = Tracker(model, TrackerConfig(corrections_as_cond=False))
+    tracker.track(frames[0])
+    tracker.add_prompt(POINT)
+    for frame in frames[1:4]:
+        tracker.track(frame)
+    tracker.add_prompt(Prompt(1, points=((50.0, 90.0),), labels=(0,)))
+    tracker.track(frames[4])
+    assert tracker.bank.cond_frames(tracker._objects[1].row) == [0]
+
+
+def test_reset_forgets_everything(model, frames):
+    tracker = Tracker(model)
+    tracker.track(frames[0])
+    tracker.add_prompt(POINT)
+    tracker.track(frames[1])
+    tracker.reset()
+    assert tracker.object_ids == [] and tracker.frame_index is None
+    assert not tracker.bank.spatial_valid.any() and not tracker.bank.ptr_valid.any()
+    assert tracker.track(frames[2]).frame_index == 0
+
+
+def test_prompt_before_any_frame_is_an_error(model):
+    with pytest.raises(PromptError, match="call track"):
+        Tracker(model).add_prompt(POINT)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(points=((1.0, 2.0),), labels=()), "1 points but 0 labels"),
+        (dict(points=((1.0, float("nan")),), labels=(1,)), "finite"),
+        (dict(points=((1.0, 2.0),), labels=(5,)), "labels must be 1"),
+        (dict(box=(10.0, 10.0, 5.0, 20.0)), "x0 <= x1"),
+        (dict(box=(1.0, 2.0, 3.0)), "four finite numbers"),
+        (dict(), "needs points, a box or a mask"),
+        (dict(mask=np.zeros((4, 4, 3))), "2-D"),
+        (dict(mask=np.ones((4, 4)), box=(0.0, 0.0, 1.0, 1.0)), "cannot be combined"),
+    ],
+)
+def test_malformed_prompts_are_rejected(kwargs, message):
+    with pytest.raises(PromptError, match=message):
+        Prompt(1, **kwargs)
+
+
+def test_per_frame_step_shapes_are_fixed(model, frames, monkeypatch):
+    """With fixed shapes, objects come and go within capacity and the step's inputs never change shape."""
+    seen: list[tuple] = []
+    real_step = tracker_module.frame_step
+
+    def recording_step(model_, bank, feats, frame, rows, active, fixed, stream_length):
+        tensors = [feats.embed, feats.embed_pos, *feats.high_res, rows, active, *bank.tensors()]
+        seen.append(tuple((tuple(t.shape), t.dtype) for t in tensors))
+        return real_step(model_, bank, feats, frame, rows, active, fixed, stream_length)
+
+    monkeypatch.setattr(tracker_module, "frame_step", recording_step)
+    tracker = Tracker(model, TrackerConfig(max_objects=3, fixed_shapes=True))
+    script = {0: [POINT], 3: [BOX], 6: "remove 1", 9: [Prompt(3, points=((20.0, 20.0),), labels=(1,))], 12: "remove 2"}
+    for t, frame in enumerate(frames[:16]):
+        tracker.track(frame)
+        action = script.get(t)
+        if isinstance(action, list):
+            for p in action:
+                tracker.add_prompt(p)
+        elif action:
+            tracker.remove_object(int(action.split()[1]))
+    assert len(seen) == 15  # every frame after the first prompt
+    assert len(set(seen)) == 1, "the step's input shapes changed"
+    assert tracker.object_ids == [3]
+
+
+def test_memory_holds_the_official_window_only(model, frames):
+    """After many frames an object's valid recent memories are exactly the last 7 frames
+    (6 used by the next step), and its recent pointers the last 16."""
+    tracker = Tracker(model, TrackerConfig(max_objects=1))
+    for t, frame in enumerate(frames[:25]):
+        tracker.track(frame)
+        if t == 0:
+            tracker.add_prompt(POINT)
+    bank, row = tracker.bank, tracker._objects[1].row
+    c = bank.shape.max_cond_frames
+    recent = sorted(bank.spatial_frame[row, c:][bank.spatial_valid[row, c:]].tolist())
+    ptrs = sorted(bank.ptr_frame[row, c:][bank.ptr_valid[row, c:]].tolist())
+    assert recent == list(range(18, 25))
+    assert ptrs == list(range(9, 25))
