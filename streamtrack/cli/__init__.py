@@ -14,14 +14,14 @@ class UsageError(ValueError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from streamtrack.cli import make_checkpoint, segment
+    from streamtrack.cli import make_checkpoint, segment, track
 
     parser = argparse.ArgumentParser(
         prog="streamtrack",
         description="Real-time object segmentation and tracking with SAM 2 / SAM 2.1 models.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (segment, make_checkpoint):
+    for module in (segment, track, make_checkpoint):
         module.add_parser(sub)
     return parser
 
@@ -37,6 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"streamtrack {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """The options every model-running subcommand shares."""
+    p.add_argument("--config", required=True, help="model config name from configs/ (e.g. sam2.1_hiera_t) or a YAML path")
+    p.add_argument("--checkpoint", required=True, help="official SAM 2 / SAM 2.1 checkpoint (.pt)")
+    p.add_argument("--image-size", type=int, default=None, metavar="N",
+                   help="model input size, a multiple of 32 (default from the config: 1024)")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
 
 
 def parse_floats(text: str, count: tuple[int, ...], what: str) -> list[float]:

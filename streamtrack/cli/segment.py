@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from streamtrack.cli import UsageError, parse_floats
+from streamtrack.cli import UsageError, add_model_args, parse_floats
 
 HELP = "segment objects in one image from points and boxes"
 
@@ -25,8 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "mask (0/255 at the image's size) and result.json to --out."
         ),
     )
-    p.add_argument("--config", required=True, help="model config name from configs/ (e.g. sam2.1_hiera_t) or a YAML path")
-    p.add_argument("--checkpoint", required=True, help="official SAM 2 / SAM 2.1 checkpoint (.pt)")
+    add_model_args(p)
     p.add_argument("--image", required=True, help="image file (PNG, JPEG, ...)")
     p.add_argument(
         "--point", action="append", default=[], metavar="X,Y[,LABEL]",
@@ -34,8 +33,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--box", action="append", default=[], metavar="X0,Y0,X1,Y1", help="a box in image pixels; one object per box; repeatable")
     p.add_argument("--multimask", action="store_true", help="write three candidate masks per object instead of one")
-    p.add_argument("--image-size", type=int, default=None, metavar="N", help="model input size (multiple of 32; default from the config, 1024)")
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--out", required=True, help="output directory (created if missing)")
     p.set_defaults(run=run)
 
