@@ -148,10 +148,10 @@ def test_per_frame_step_shapes_are_fixed(model, frames, monkeypatch):
     seen: list[tuple] = []
     real_step = tracker_module.frame_step
 
-    def recording_step(model_, bank, feats, frame, rows, active, fixed, stream_length):
+    def recording_step(model_, bank, feats, frame, rows, active, fixed, stream_length, times):
         tensors = [feats.embed, feats.embed_pos, *feats.high_res, rows, active, *bank.tensors()]
         seen.append(tuple((tuple(t.shape), t.dtype) for t in tensors))
-        return real_step(model_, bank, feats, frame, rows, active, fixed, stream_length)
+        return real_step(model_, bank, feats, frame, rows, active, fixed, stream_length, times)
 
     monkeypatch.setattr(tracker_module, "frame_step", recording_step)
     tracker = Tracker(model, TrackerConfig(max_objects=3, fixed_shapes=True))
@@ -183,3 +183,17 @@ def test_memory_holds_the_official_window_only(model, frames):
     ptrs = sorted(bank.ptr_frame[row, c:][bank.ptr_valid[row, c:]].tolist())
     assert recent == list(range(18, 25))
     assert ptrs == list(range(9, 25))
+
+
+def test_stage_times_are_recorded_in_order(model, frames):
+    from streamtrack.timing import StageTimes
+
+    tracker = Tracker(model)
+    tracker.track(frames[0])
+    tracker.add_prompt(POINT)
+    times = StageTimes()
+    times.mark("capture")
+    tracker.track(frames[1], times)
+    stages = ["capture", "preprocess", "image_encoder", "memory_attention", "decoder", "memory_encoder"]
+    stamps = [getattr(times, s) for s in stages]
+    assert all(stamps) and stamps == sorted(stamps)

@@ -12,6 +12,7 @@ import torch
 
 from streamtrack.model import SAM2, BackboneFeatures
 from streamtrack.model.common import sine_1d
+from streamtrack.timing import StageTimes
 from streamtrack.tracker import heads
 from streamtrack.tracker.bank import MemoryBank
 
@@ -131,18 +132,28 @@ def frame_step(
     active: torch.Tensor,
     fixed_shapes: bool,
     stream_length: int | None,
+    times: StageTimes | None = None,
 ) -> heads.HeadOutput:
     """Track bank ``rows`` (int[R]) on ``frame`` and store their new memories.
 
     ``active: bool[R]`` marks the rows that hold objects; only those get memories
     marked valid. With fixed shapes the caller passes every row, so every tensor
     entering and inside this step keeps its shape from frame to frame.
+    ``times`` (optional) gets the end of memory attention, decoder and memory encoder.
     """
     r = rows.shape[0]
     view = memory_view(model, bank, rows, frame, fixed_shapes, stream_length)
     pix = condition_on_memory(model, feats.embed, feats.embed_pos, view)
+    _mark(times, "memory_attention")
     coords, labels = heads.no_points(r, feats.embed.device)
     out = heads.decode(model, pix, feats.high_res, coords, labels, None, multimask=True)
+    _mark(times, "decoder")
     mem = heads.encode_memory(model, feats.embed, out.high_res, out.object_score, binarize=False)
     bank.write_recent(rows, frame, mem, out.obj_ptr, active)
+    _mark(times, "memory_encoder")
     return out
+
+
+def _mark(times: StageTimes | None, stage: str) -> None:
+    if times is not None:
+        times.mark(stage)

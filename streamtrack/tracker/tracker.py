@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from streamtrack.model import SAM2, BackboneFeatures
 from streamtrack.postprocess import fill_holes, non_overlapping
 from streamtrack.preprocess import image_to_input, logits_to_source, to_model_coords
+from streamtrack.timing import StageTimes
 from streamtrack.tracker import heads
 from streamtrack.tracker.bank import BankShape, MemoryBank
 from streamtrack.tracker.step import condition_on_memory, frame_step, memory_view
@@ -85,23 +86,31 @@ class Tracker:
 
     # ----------------------------------------------------------------- frames
 
-    def track(self, image: np.ndarray) -> FrameResult:
-        """Track every object on the next frame: ``uint8[H, W, 3]`` RGB."""
+    def track(self, image: np.ndarray, times: StageTimes | None = None) -> FrameResult:
+        """Track every object on the next frame: ``uint8[H, W, 3]`` RGB.
+
+        ``times`` (optional) receives the end time of each stage (preprocess, image
+        encoder, memory attention, decoder, memory encoder).
+        """
         x = image_to_input(image, self.model.image_size, self.device)
-        return self.track_tensor(x, image.shape[:2])
+        if times is not None:
+            times.mark("preprocess")
+        return self.track_tensor(x, image.shape[:2], times)
 
     @torch.inference_mode()
-    def track_tensor(self, x: torch.Tensor, source_hw: tuple[int, int]) -> FrameResult:
+    def track_tensor(self, x: torch.Tensor, source_hw: tuple[int, int], times: StageTimes | None = None) -> FrameResult:
         """Tensor layer of :meth:`track`: ``float[1, 3, S, S]`` normalised model input."""
         self._flush_pending_memory()
         feats = self.model.encode_image(x)
+        if times is not None:
+            times.mark("image_encoder")
         self._frame = _Frame(self._next_index, tuple(source_hw), feats)
         self._next_index += 1
         if self._objects:
-            self._track_objects(list(self._objects.values()))
+            self._track_objects(list(self._objects.values()), times)
         return self.result()
 
-    def _track_objects(self, objs: list[_Object]) -> None:
+    def _track_objects(self, objs: list[_Object], times: StageTimes | None = None) -> None:
         """Run the per-frame step for every object, in one batch."""
         frame = self._frame
         if self.fixed_shapes:  # every row, so shapes never depend on the object count
@@ -114,7 +123,7 @@ class Tracker:
             active = torch.ones(len(objs), dtype=torch.bool, device=self.device)
             index = list(range(len(objs)))
         out = frame_step(self.model, self.bank, frame.feats, frame.index, rows, active, self.fixed_shapes,
-                         self.config.stream_length)
+                         self.config.stream_length, times)
         low = fill_holes(out.low_res[index], self.config.fill_hole_area)
         for i, (o, k) in enumerate(zip(objs, index)):
             o.low_res, o.object_score, o.iou = low[i : i + 1], out.object_score[k : k + 1], float(out.iou[k])
