@@ -56,3 +56,35 @@ def random_image(h: int, w: int, seed: int = 0) -> np.ndarray:
     img = torch.nn.functional.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)[0]
     img = img.permute(1, 2, 0).numpy() + rng.normal(0, 8, (h, w, 3))
     return np.clip(img, 0, 255).astype(np.uint8)
+
+
+SMALL_CONFIG = """
+name: small_test
+image_size: 128
+trunk:
+  embed_dim: 32
+  num_heads: 1
+  stages: [1, 1, 1, 1]
+  global_att_blocks: [2, 3]
+  window_spec: [8, 4, 4, 4]
+  window_pos_embed_bkg_spatial_size: [4, 4]
+no_obj_embed_spatial: true
+obj_ptr_temporal_encoding: true
+"""
+"""A small trunk at 128 px for tests that need many frames fast; the memory bank, decoder and
+memory attention are full-size."""
+
+
+@pytest.fixture(scope="session")
+def small_model_files(tmp_path_factory):
+    """(config path, checkpoint path) of the small test model with seeded random weights."""
+    from streamtrack.config import load_config
+    from streamtrack.model import build_sam2
+
+    root = tmp_path_factory.mktemp("small_model")
+    cfg = root / "small.yaml"
+    cfg.write_text(SMALL_CONFIG)
+    torch.manual_seed(0)
+    ckpt = root / "small.pt"
+    torch.save({"model": build_sam2(load_config(cfg)).state_dict()}, ckpt)
+    return cfg, ckpt

@@ -5,27 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
-import torch
 
 from streamtrack.checkpoint import load_model
 from streamtrack.tracker import Prompt, Tracker, TrackerConfig
 from video import moving_shapes
-
-# A small trunk at 128 px keeps 2,000 frames within about two minutes on 2 cores;
-# the memory bank, decoder and memory attention are the full-size ones.
-SMALL_CONFIG = """
-name: small_test
-image_size: 128
-trunk:
-  embed_dim: 32
-  num_heads: 1
-  stages: [1, 1, 1, 1]
-  global_att_blocks: [2, 3]
-  window_spec: [8, 4, 4, 4]
-  window_pos_embed_bkg_spatial_size: [4, 4]
-no_obj_embed_spatial: true
-obj_ptr_temporal_encoding: true
-"""
 
 N_FRAMES = 2000
 WARMUP = 100
@@ -37,11 +20,11 @@ def rss_bytes() -> int:
 
 
 @pytest.mark.slow
-def test_two_thousand_frames_in_constant_memory(tmp_path):
-    cfg = tmp_path / "small.yaml"
-    cfg.write_text(SMALL_CONFIG)
-    torch.manual_seed(0)
-    tracker = Tracker(load_model(cfg, None), TrackerConfig(max_objects=2, max_cond_frames=3))
+def test_two_thousand_frames_in_constant_memory(small_model_files):
+    """The small test model (full-size memory bank, decoder and memory attention) keeps this
+    to about two minutes on 2 cores."""
+    cfg, ckpt = small_model_files
+    tracker = Tracker(load_model(cfg, ckpt), TrackerConfig(max_objects=2, max_cond_frames=3))
     frames = moving_shapes(50, 120, 160)
     state_bytes, rss = [], []
     start = time.monotonic()

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from streamtrack.checkpoint import CheckpointError
-from streamtrack.config import ConfigError
 
 
 class UsageError(ValueError):
@@ -14,19 +12,23 @@ class UsageError(ValueError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from streamtrack.cli import make_checkpoint, segment, track
+    from streamtrack.cli import echo, make_checkpoint, prompt, run, segment, track, view
 
     parser = argparse.ArgumentParser(
         prog="streamtrack",
         description="Real-time object segmentation and tracking with SAM 2 / SAM 2.1 models.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (segment, track, make_checkpoint):
+    for module in (run, echo, view, prompt, segment, track, make_checkpoint):
         module.add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Imported here, not at module level, so `streamtrack echo` starts without torch.
+    from streamtrack.checkpoint import CheckpointError
+    from streamtrack.config import ConfigError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -49,7 +49,6 @@ def memory_view(
     exact and faster path for eager execution.
     """
     s = bank.shape
-    cfg = model.cfg
     hw = s.embed_size**2
     r = rows.shape[0]
 

@@ -1,0 +1,110 @@
+"""``streamtrack run``: the live pipeline (source -> tracker -> ZeroMQ), until the source ends or Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from streamtrack.cli import UsageError, add_model_args
+
+HELP = "track a camera, stream, file or the synthetic source live and publish masks over ZeroMQ"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help=HELP,
+        description=(
+            "Run the live pipeline: a capture thread reads SRC (0 = first webcam, rtsp://..., a video "
+            "file, a folder of frames, or 'synthetic'); the tracker follows every prompted object; "
+            "results go out on a ZeroMQ PUB socket (--pub) and commands come in on --control "
+            "(see docs/wire-format.md; `streamtrack prompt` sends them). Ctrl-C stops it."
+        ),
+    )
+    p.add_argument("--source", required=True, metavar="SRC", help="0 | rtsp://... | file.mp4 | frames/ | synthetic")
+    add_model_args(p)
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--prompts", metavar="PROMPTS.json", help="prompts by tracker frame index (see `track --help`)")
+    group.add_argument("--box", metavar="X0,Y0,X1,Y1", help="box of object 1 on the first frame")
+    group.add_argument("--point", action="append", metavar="X,Y[,LABEL]", help="click on object 1 on the first frame")
+    group.add_argument("--gt-prompts", action="store_true",
+                       help="synthetic source only: prompt every object with its true box on the first frame")
+    p.add_argument("--pub", default="tcp://127.0.0.1:5555", help="PUB address for results (default %(default)s)")
+    p.add_argument("--control", default="tcp://127.0.0.1:5556", help="ROUTER address for commands (default %(default)s)")
+    p.add_argument("--stream-id", default="streamtrack", help="stream id carried in every message")
+    p.add_argument("--mask-encoding", choices=("rle", "bits"), default="rle", help="COCO RLE (default) or packed bits")
+    p.add_argument("--send-frames", action="store_true", help="also publish each frame as JPEG (for `streamtrack view`)")
+    p.add_argument("--pace", action="store_true", help="play files and folders at their native rate (drop when behind)")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    p.add_argument("--max-objects", type=int, default=8, help="object slots (default 8)")
+    p.add_argument("--no-reconnect", action="store_true", help="stop instead of reconnecting when a live source drops")
+    p.set_defaults(run=run)
+
+
+def initial_prompts(args: argparse.Namespace):
+    from streamtrack.cli.track import cli_prompts
+    from streamtrack.tracker import Prompt
+
+    if args.gt_prompts:
+        from streamtrack.live.sources import open_source
+
+        source = open_source(args.source)
+        if not hasattr(source, "first_frame_boxes"):
+            raise UsageError("--gt-prompts needs the synthetic source")
+        return {0: [Prompt(obj_id, box=tuple(map(float, box))) for obj_id, box in source.first_frame_boxes().items()]}
+    if args.prompts or args.box or args.point:
+        return cli_prompts(args)
+    return {}
+
+
+def run(args: argparse.Namespace) -> int:
+    from streamtrack.checkpoint import load_model
+    from streamtrack.live.pipeline import Pipeline, PipelineConfig
+    from streamtrack.live.sources import open_source
+    from streamtrack.tracker import PromptError, Tracker, TrackerConfig
+    from streamtrack.video_file import SourceError
+
+    try:
+        open_source(args.source)  # checks the spec (not the device) before the model loads
+        prompts = initial_prompts(args)
+        tracker_config = TrackerConfig(max_objects=args.max_objects)
+    except (SourceError, PromptError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    tracker = Tracker(load_model(args.config, args.checkpoint, args.image_size, args.device), tracker_config)
+    config = PipelineConfig(
+        pub_addr=args.pub, control_addr=args.control, stream_id=args.stream_id, mask_encoding=args.mask_encoding,
+        send_frames=args.send_frames,
+        pace=args.pace, reconnect=not args.no_reconnect, max_frames=args.max_frames,
+    )
+    pipeline = Pipeline(tracker, lambda: open_source(args.source), config, prompts)
+
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    try:
+        pipeline.start()
+    except RuntimeError as e:
+        print(f"streamtrack run: error: {e}", file=sys.stderr)
+        return 1
+    print(f"streamtrack run: publishing on {pipeline.pub_addr}, control on {pipeline.control_addr}", file=sys.stderr)
+    error = None
+    try:
+        while not stop.is_set() and not pipeline.wait(0.1):
+            pass
+    except RuntimeError as e:
+        error = e
+    finally:
+        pipeline.stop(timeout=1.5)
+    if error is not None:
+        print(f"streamtrack run: error: {error}", file=sys.stderr)
+        return 1
+    c = pipeline.counters
+    print(f"streamtrack run: stopped ({pipeline.status()[1]}); tracked {c.tracked}, published {c.published}, "
+          f"dropped {c.dropped_stale} stale / {c.dropped_publish} at the socket", file=sys.stderr)
+    return 0

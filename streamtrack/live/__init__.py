@@ -1,0 +1,1 @@
+"""The live pipeline: sources and capture, tracking loop, ZeroMQ publishing and control."""

@@ -1,0 +1,260 @@
+"""The live pipeline with real sockets on loopback and real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import zmq
+
+from streamtrack.checkpoint import load_model
+from streamtrack.client import ControlClient, Subscriber
+from streamtrack.live.pipeline import Pipeline, PipelineConfig
+from streamtrack.live.sources import Source
+from streamtrack.live.synthetic import SyntheticSource
+from streamtrack.live.wire import FrameMessage, StatusMessage
+from streamtrack.tracker import Prompt, Tracker, TrackerConfig
+from streamtrack.video_file import SourceError
+
+RANDOM = "tcp://127.0.0.1:*"
+
+
+def free_addr() -> str:
+    """A loopback address with a port free right now (for subprocesses that must be told one)."""
+    sock = zmq.Context.instance().socket(zmq.PUB)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    sock.close(linger=0)
+    return f"tcp://127.0.0.1:{port}"
+
+
+def cli(*args) -> list[str]:
+    return [sys.executable, "-m", "streamtrack", *args]
+
+
+@pytest.fixture
+def small_tracker(small_model_files):
+    cfg, ckpt = small_model_files
+    return Tracker(load_model(cfg, ckpt), TrackerConfig(max_objects=4))
+
+
+def synthetic(live: bool = False, num_frames: int | None = None):
+    return lambda: SyntheticSource(width=160, height=120, num_objects=3, fps=30.0, seed=1, live=live, num_frames=num_frames)
+
+
+def gt_prompts() -> dict[int, list[Prompt]]:
+    boxes = SyntheticSource(width=160, height=120, num_objects=3, seed=1).first_frame_boxes()
+    return {0: [Prompt(i, box=tuple(map(float, b))) for i, b in boxes.items()]}
+
+
+@pytest.fixture
+def pipeline(small_tracker):
+    made = []
+
+    def make(source_factory=None, prompts=None, **config) -> Pipeline:
+        p = Pipeline(small_tracker, source_factory or synthetic(), PipelineConfig(pub_addr=RANDOM, control_addr=RANDOM,
+                                                                                   **config), prompts)
+        made.append(p)
+        return p
+
+    yield make
+    for p in made:
+        p.stop()
+
+
+def test_end_to_end_with_a_subscriber_process(small_model_files):
+    """`streamtrack run` on the synthetic source, `streamtrack echo --json` in another process."""
+    cfg, ckpt = small_model_files
+    pub, ctl = free_addr(), free_addr()
+    echo = subprocess.Popen(cli("echo", "--connect", pub, "--count", "12", "--json", "--timeout", "60"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen(cli("run", "--source", "synthetic:width=200,height=150,live=false", "--config", str(cfg),
+                               "--checkpoint", str(ckpt), "--gt-prompts", "--max-frames", "60",
+                               "--pub", pub, "--control", ctl), stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = echo.communicate(timeout=120)
+        assert echo.returncode == 0, err
+        assert run.wait(timeout=60) == 0, run.stderr.read()
+    finally:
+        for p in (echo, run):
+            p.kill() if p.poll() is None else None
+    frames = [json.loads(line) for line in out.splitlines()]
+    assert len(frames) == 12
+    seqs = [f["seq"] for f in frames]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    for f in frames:
+        assert (f["width"], f["height"]) == (200, 150)
+        assert sorted(o["id"] for o in f["objects"]) == [1, 2, 3]
+        for o in f["objects"]:
+            assert o["mask_area"] == o["area"]  # the mask decoded to the image size with the area the header says
+        stamps = [v for v in f["stages_ns"].values() if v]
+        # The first frame is tracked before its prompts exist: no memory attention, decoder or memory encoder.
+        assert stamps == sorted(stamps) and len(stamps) == (8 if f["frame_index"] > 0 else 5)
+        assert f["t_capture_wall_ns"] <= f["t_publish_wall_ns"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signals_stop_the_pipeline_cleanly(small_model_files, sig):
+    cfg, ckpt = small_model_files
+    pub, ctl = free_addr(), free_addr()
+    run = subprocess.Popen(cli("run", "--source", "synthetic:width=160,height=120", "--config", str(cfg),
+                               "--checkpoint", str(ckpt), "--gt-prompts", "--pub", pub, "--control", ctl),
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        with Subscriber(pub, topics=("frame", "status")) as sub:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                msg = sub.recv(timeout=1.0)
+                if isinstance(msg, FrameMessage):
+                    break
+            else:
+                pytest.fail("no frame from the pipeline")
+            t0 = time.monotonic()
+            run.send_signal(sig)
+            code = run.wait(timeout=10)
+            elapsed = time.monotonic() - t0
+            last_status = None
+            while (msg := sub.recv(timeout=0.5)) is not None:
+                if isinstance(msg, StatusMessage):
+                    last_status = msg
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert code == 0, run.stderr.read()
+    assert elapsed < 2.0, f"took {elapsed:.2f} s to stop"
+    assert last_status is not None and last_status.state == "stopped"
+    assert "Traceback" not in run.stderr.read()
+
+
+def tracked_in(p: Pipeline, seconds: float) -> int:
+    start = p.counters.tracked
+    time.sleep(seconds)
+    return p.counters.tracked - start
+
+
+def test_slow_and_stopped_subscribers_never_slow_the_tracker(pipeline):
+    p = pipeline(synthetic(live=False), gt_prompts())
+    p.start()
+    assert tracked_in(p, 1.0) > 0  # warm up
+    baseline = tracked_in(p, 3.0)
+
+    code = ("import sys, time\nfrom streamtrack.client import Subscriber\n"
+            "sub = Subscriber(sys.argv[1], topics=('frame',))\nprint('ready', flush=True)\n"
+            "while True:\n    sub.recv(timeout=1.0)\n    time.sleep(float(sys.argv[2]))\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    slow = subprocess.Popen([sys.executable, "-c", code, p.pub_addr, "0.5"], stdout=subprocess.PIPE, text=True, env=env)
+    stopped = subprocess.Popen([sys.executable, "-c", code, p.pub_addr, "0"], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert slow.stdout.readline().strip() == "ready" and stopped.stdout.readline().strip() == "ready"
+        time.sleep(0.5)
+        os.kill(stopped.pid, signal.SIGSTOP)
+        with_subscribers = tracked_in(p, 3.0)
+    finally:
+        os.kill(stopped.pid, signal.SIGCONT)
+        for proc in (slow, stopped):
+            proc.kill()
+            proc.wait()
+    print(f"frames tracked in 3 s: {baseline} alone, {with_subscribers} with a slow and a stopped subscriber")
+    assert with_subscribers >= 0.6 * baseline
+
+
+def test_late_joiner_learns_the_current_objects(pipeline):
+    p = pipeline(synthetic(live=True))
+    p.start()
+    with ControlClient(p.control_addr, timeout=10) as ctl:
+        deadline = time.monotonic() + 30
+        while ctl.get_state()["seq"] is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        added = ctl.add_object(5, box=[20, 20, 80, 70])
+        assert added["object"]["id"] == 5 and added["applied_to_seq"] >= 0
+        ctl.add_object(6, points=[[100, 60, 1]])
+        ctl.remove(6)
+    with ControlClient(p.control_addr, timeout=10) as late:
+        state = late.get_state()
+        assert [o["id"] for o in state["objects"]] == [5]
+        assert state["image"] == {"width": 160, "height": 120} and state["state"] == "running"
+    with Subscriber(p.pub_addr, topics=("status", "frame")) as sub:
+        got_status = got_frame = False
+        deadline = time.monotonic() + 10
+        while not (got_status and got_frame) and time.monotonic() < deadline:
+            msg = sub.recv(timeout=0.5)
+            if isinstance(msg, StatusMessage):
+                assert [o["id"] for o in msg.objects] == [5]
+                got_status = True
+            elif isinstance(msg, FrameMessage):
+                assert [o.id for o in msg.objects] == [5] and msg.masks[5].shape == (120, 160)
+                got_frame = True
+    assert got_status and got_frame
+
+
+def test_bad_control_requests_get_errors_and_the_pipeline_keeps_running(pipeline):
+    p = pipeline(synthetic(live=True), gt_prompts())
+    p.start()
+    with ControlClient(p.control_addr, timeout=10) as ctl:
+        for bad in ({"v": 1, "cmd": "explode"}, {"v": 2, "cmd": "list"}, {"v": 1, "cmd": "remove", "obj_id": 99},
+                    {"v": 1, "cmd": "correct", "obj_id": 42, "box": [1, 2, 3, 4]},
+                    {"v": 1, "cmd": "add", "obj_id": 1, "box": [1, 2, 3, 4]}):
+            reply = ctl.request(bad)
+            assert reply["ok"] is False and reply["error"], bad
+        raw = zmq.Context.instance().socket(zmq.REQ)
+        raw.setsockopt(zmq.LINGER, 0)
+        raw.setsockopt(zmq.RCVTIMEO, 10000)
+        raw.connect(p.control_addr)
+        for junk in (b"\x00\x01garbage", b"{" * 1000, json.dumps([1, 2, 3]).encode()):
+            raw.send(junk)
+            assert json.loads(raw.recv())["ok"] is False
+        raw.close()
+        before = p.counters.tracked
+        time.sleep(1.0)
+        assert p.counters.tracked > before, "the pipeline stopped tracking"
+        assert sorted(o["id"] for o in ctl.list_objects()["objects"]) == [1, 2, 3]
+        assert ctl.stats()["counters"]["control_errors"] >= 8
+
+
+class BrokenSource(Source):
+    live, fps = True, None
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def open(self) -> None:
+        pass
+
+    def read(self):
+        raise RuntimeError("sensor on fire")
+
+    def close(self) -> None:
+        pass
+
+    def describe(self) -> str:
+        return "broken"
+
+
+def test_an_error_in_the_capture_thread_reaches_the_owner(pipeline):
+    p = pipeline(BrokenSource, reconnect=False)
+    p.start()
+    with pytest.raises(RuntimeError, match="sensor on fire"):
+        deadline = time.monotonic() + 10
+        while not p.wait(0.1):
+            assert time.monotonic() < deadline
+    assert p.status()[0] == "stopped"
+
+
+def test_a_file_source_is_tracked_frame_by_frame_to_the_end(pipeline):
+    p = pipeline(synthetic(live=False, num_frames=15), gt_prompts())
+    p.run()
+    c = p.counters
+    assert (c.captured, c.tracked, c.dropped_stale) == (15, 15, 0)
+    assert p.status() == ("stopped", "the source ended")
+
+
+def test_unknown_source_is_a_clear_error():
+    from streamtrack.live.sources import open_source
+
+    with pytest.raises(SourceError, match="nowhere"):
+        open_source("nowhere/clip.mp4")
