@@ -40,6 +40,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     p.add_argument("--max-objects", type=int, default=8, help="object slots (default 8)")
     p.add_argument("--no-reconnect", action="store_true", help="stop instead of reconnecting when a live source drops")
+    p.add_argument("--curve-secret", metavar="FILE",
+                   help="server certificate (.key_secret, from zmq.auth.create_certificates) enabling CURVE on both "
+                        "sockets; needed to bind to a non-loopback address")
+    p.add_argument("--curve-clients", metavar="DIR", default="*",
+                   help="folder of authorised client public certificates (default: any client that knows the "
+                        "server's public key)")
     p.set_defaults(run=run)
 
 
@@ -73,9 +79,17 @@ def run(args: argparse.Namespace) -> int:
     except (SourceError, PromptError, ValueError) as e:
         raise UsageError(str(e)) from None
     tracker = Tracker(load_model(args.config, args.checkpoint, args.image_size, args.device), tracker_config)
+    curve = None
+    if args.curve_secret:
+        from streamtrack.live.publisher import CurveServer
+
+        try:
+            curve = CurveServer.from_certificate(args.curve_secret, args.curve_clients)
+        except (OSError, ValueError) as e:
+            raise UsageError(f"--curve-secret {args.curve_secret}: {e}") from None
     config = PipelineConfig(
         pub_addr=args.pub, control_addr=args.control, stream_id=args.stream_id, mask_encoding=args.mask_encoding,
-        send_frames=args.send_frames,
+        send_frames=args.send_frames, curve=curve,
         pace=args.pace, reconnect=not args.no_reconnect, max_frames=args.max_frames,
     )
     pipeline = Pipeline(tracker, lambda: open_source(args.source), config, prompts)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from streamtrack.live.capture import Capture
 from streamtrack.live.control import ControlRequest, ControlServer, RequestError
-from streamtrack.live.publisher import Publisher
+from streamtrack.live.publisher import CurveServer, Publisher
 from streamtrack.live.sources import Source
 from streamtrack.live.types import CapturedFrame, Counters, StageTimes
 from streamtrack.tracker import FrameResult, Prompt, Tracker
@@ -37,6 +37,8 @@ class PipelineConfig:
     """"rle" (COCO RLE) or "bits" (packed bits)."""
     send_frames: bool = False
     """Also publish each frame as JPEG, for viewers."""
+    curve: CurveServer | None = None
+    """CURVE keys for both sockets; required to bind anywhere but loopback."""
     pace: bool = False
     """Play files and folders at their native rate (newest frame wins) instead of frame by frame."""
     reconnect: bool = True
@@ -125,8 +127,9 @@ class Pipeline:
         publisher = control = None
         try:
             publisher = Publisher(self.config.pub_addr, stream_id=self.config.stream_id,
-                                  mask_encoding=self.config.mask_encoding, send_frames=self.config.send_frames)
-            control = ControlServer(self.config.control_addr)
+                                  mask_encoding=self.config.mask_encoding, send_frames=self.config.send_frames,
+                                  curve=self.config.curve)
+            control = ControlServer(self.config.control_addr, curve=self.config.curve)
             self.pub_addr, self.control_addr = publisher.addr, control.addr
             self._ready.set()
             self._on_status("stopped", self._loop(publisher, control))
