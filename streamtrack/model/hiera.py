@@ -123,6 +123,7 @@ class Hiera(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.embed_dim, *cfg.window_pos_embed_bkg_spatial_size))
         first_window = cfg.window_spec[0]
         self.pos_embed_window = nn.Parameter(torch.zeros(1, cfg.embed_dim, first_window, first_window))
+        self._pe_cache: tuple[tuple, torch.Tensor] | None = None
 
         stage_ends = [sum(cfg.stages[: i + 1]) - 1 for i in range(len(cfg.stages))]
         self.stage_ends = tuple(stage_ends)
@@ -139,11 +140,21 @@ class Hiera(nn.Module):
             dim = dim_out
 
     def _position_embedding(self, h: int, w: int) -> torch.Tensor:
-        """Background embedding resized to the grid plus the tiled window embedding: ``[1, H, W, C]``."""
+        """Background embedding resized to the grid plus the tiled window embedding: ``[1, H, W, C]``.
+
+        Constant for given weights and grid size, so it is kept between frames (recomputed when
+        the weights change, and never kept while autograd records).
+        """
+        key = (h, w, self.pos_embed.device, self.pos_embed._version, self.pos_embed_window._version)
+        if self._pe_cache is not None and self._pe_cache[0] == key:
+            return self._pe_cache[1]
         bkg = F.interpolate(self.pos_embed, size=(h, w), mode="bicubic")
         win = self.pos_embed_window
         reps = (h // win.shape[-2], w // win.shape[-1])
-        return (bkg + win.tile(1, 1, *reps)).permute(0, 2, 3, 1)
+        pe = (bkg + win.tile(1, 1, *reps)).permute(0, 2, 3, 1)
+        if not torch.is_grad_enabled():
+            self._pe_cache = (key, pe)
+        return pe
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """``float[B, 3, S, S]`` -> 4 maps ``[B, C_i, S/4/2^i, S/4/2^i]``."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from streamtrack import accel
 from streamtrack.model.common import attention
 from streamtrack.model.transformer import Attention
 
@@ -72,7 +73,12 @@ class RoPEAttention(Attention):
 
         The last ``n_unrotated`` keys (object pointers) get no rotation;
         ``key_valid``: optional bool[B, Nk] to ignore empty memory slots.
+        On CUDA the fused Triton kernel runs instead (see ``streamtrack.accel``).
         """
+        if accel.use_fused_attention(q.device):
+            rot = self._rotation(q.shape[1], q.shape[-1] // self.num_heads, q.device)
+            return accel.fused_rope_attention(self, q, k, v, rot.real.contiguous(), rot.imag.contiguous(),
+                                              n_unrotated, key_valid)
         q = self.split_heads(self.q_proj(q))
         k = self.split_heads(self.k_proj(k))
         v = self.split_heads(self.v_proj(v))
