@@ -122,4 +122,19 @@ def test_make_checkpoint_round_trips(tmp_path):
 def test_help_lists_commands():
     proc = run_cli("--help")
     assert proc.returncode == 0
-    assert "segment" in proc.stdout and "make-checkpoint" in proc.stdout
+    assert all(c in proc.stdout for c in ("segment", "track", "run", "echo", "view", "prompt", "bench", "make-checkpoint"))
+
+
+def test_bench_reports_steady_state_stages(small_model_files, tmp_path):
+    cfg, _ = small_model_files
+    out = tmp_path / "bench.json"
+    proc = run_cli("bench", "--config", str(cfg), "--frames", "18", "--objects", "2", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert report["steady_frames"] == 2 and report["objects"] == 2
+    stages = report["stage_ms_median"]
+    assert set(stages) == {"preprocess", "image_encoder", "memory_attention", "decoder", "memory_encoder"}
+    assert all(v > 0 for v in stages.values())
+    assert report["frame_ms_median"] >= sum(stages.values()) * 0.9
+    assert "frames/s" in proc.stdout
+    assert run_cli("bench", "--frames", "5").returncode == 2

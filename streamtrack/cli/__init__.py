@@ -12,14 +12,14 @@ class UsageError(ValueError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from streamtrack.cli import echo, make_checkpoint, prompt, run, segment, track, view
+    from streamtrack.cli import bench, echo, make_checkpoint, prompt, run, segment, track, view
 
     parser = argparse.ArgumentParser(
         prog="streamtrack",
         description="Real-time object segmentation and tracking with SAM 2 / SAM 2.1 models.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (run, echo, view, prompt, segment, track, make_checkpoint):
+    for module in (run, echo, view, prompt, segment, track, bench, make_checkpoint):
         module.add_parser(sub)
     return parser
 
