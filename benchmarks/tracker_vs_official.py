@@ -78,11 +78,9 @@ def main(argv: list[str] | None = None) -> int:
             if i == 0:
                 ours.add_prompt(Prompt(1, box=box))
             ours_ms.append((time.perf_counter() - t) * 1e3)
-            prev = times.capture
+            latencies = times.latencies_ms()
             for s in STAGES:
-                v = getattr(times, s)
-                stage_ms[s].append((v - prev) / 1e6 if v else float("nan"))
-                prev = v or prev
+                stage_ms[s].append(latencies.get(s, float("nan")))
 
     w = args.warmup
     o, m = np.array(official_ms[w:]), np.array(ours_ms[w:])

@@ -362,7 +362,7 @@ def _rope_attention_op(
     key_valid: torch.Tensor | None,
     backend: str,
 ) -> torch.Tensor:
-    if _use_triton(q.device, backend):
+    if uses_triton(q.device, backend):
         return _launch(q, k, v, cos, sin, n_rope, key_valid)
     return _torch_rope_attention(q, k, v, cos, sin, n_rope, key_valid)
 
@@ -372,7 +372,8 @@ def _(q, k, v, cos, sin, n_rope, key_valid, backend):
     return q.new_empty(q.shape[0], q.shape[1], v.shape[2])
 
 
-def _use_triton(device: torch.device, backend: str) -> bool:
+def uses_triton(device: torch.device, backend: str = "auto") -> bool:
+    """Whether ``backend`` runs the Triton kernel for tensors on ``device`` (the dispatch rule)."""
     if backend == "triton":
         return True
     if backend == "torch":

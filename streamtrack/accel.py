@@ -9,23 +9,20 @@ else, and with ``STREAMTRACK_DISABLE_TRITON=1``, the model's own exact PyTorch p
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 
 DISABLE_ENV = "STREAMTRACK_DISABLE_TRITON"
+"""Set to 1 to run the PyTorch path everywhere (the kernel module reads the same variable)."""
 
 
 def use_fused_attention(device: torch.device) -> bool:
     """True where the fused kernel is the right choice: CUDA with Triton installed, not disabled."""
-    if device.type != "cuda" or os.environ.get(DISABLE_ENV, "") == "1":
+    if device.type != "cuda":  # decided before importing the kernel module (and Triton) at all
         return False
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    from streamtrack_kernels.rope_attention import uses_triton
+
+    return uses_triton(device)
 
 
 def fused_rope_attention(

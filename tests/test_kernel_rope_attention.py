@@ -220,10 +220,10 @@ def test_disable_switch_turns_triton_off_for_cuda_tensors(monkeypatch):
     from streamtrack_kernels import rope_attention as ra
 
     monkeypatch.delenv(ra.DISABLE_ENV, raising=False)
-    assert ra._use_triton(torch.device("cuda"), "auto") == (ra.triton is not None)
+    assert ra.uses_triton(torch.device("cuda"), "auto") == (ra.triton is not None)
     monkeypatch.setenv(ra.DISABLE_ENV, "1")
-    assert not ra._use_triton(torch.device("cuda"), "auto")
-    assert ra._use_triton(torch.device("cuda"), "triton")  # explicit requests still run Triton
+    assert not ra.uses_triton(torch.device("cuda"), "auto")
+    assert ra.uses_triton(torch.device("cuda"), "triton")  # explicit requests still run Triton
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])

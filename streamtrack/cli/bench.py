@@ -62,11 +62,9 @@ def run(args: argparse.Namespace) -> int:
             for obj_id in list(boxes)[: args.objects]:
                 tracker.add_prompt(Prompt(obj_id, box=tuple(map(float, boxes[obj_id]))))
         total.append((time.perf_counter() - start) * 1e3)
-        prev = times.capture
+        latencies = times.latencies_ms()
         for s in STAGES:
-            t = getattr(times, s)
-            stages[s].append((t - prev) / 1e6 if t else float("nan"))
-            prev = t or prev
+            stages[s].append(latencies.get(s, float("nan")))
         print(f"frame {i + 1}/{args.frames}: {total[-1]:.0f} ms", file=sys.stderr)
     steady = np.array(total[warmup:])
     report = {
