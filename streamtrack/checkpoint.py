@@ -29,6 +29,39 @@ class CheckpointError(ValueError):
 
 Signature = dict[str, tuple[int, ...]]
 
+SHIPPED_MODEL = "nano"
+"""The config whose weights ship inside the package (trained here on synthetic video only)."""
+
+OFFICIAL_FILES = {
+    "sam2.1_hiera_t": "sam2.1_hiera_tiny.pt", "sam2.1_hiera_s": "sam2.1_hiera_small.pt",
+    "sam2.1_hiera_b+": "sam2.1_hiera_base_plus.pt", "sam2.1_hiera_l": "sam2.1_hiera_large.pt",
+    "sam2_hiera_t": "sam2_hiera_tiny.pt", "sam2_hiera_s": "sam2_hiera_small.pt",
+    "sam2_hiera_b+": "sam2_hiera_base_plus.pt", "sam2_hiera_l": "sam2_hiera_large.pt",
+}
+"""The file name Meta publishes for each official config."""
+
+
+def shipped_checkpoint() -> Path:
+    """The nano model's weights inside the installed package."""
+    return Path(__file__).resolve().parent / "weights" / f"{SHIPPED_MODEL}.pt"
+
+
+def resolve_checkpoint(config: str | Path, checkpoint: str | Path | None) -> Path:
+    """The checkpoint to load: the one given, else the shipped one for the nano config.
+
+    Any other config without a checkpoint is an error that says which file to download.
+    """
+    if checkpoint is not None:
+        return Path(checkpoint)
+    if str(config) == SHIPPED_MODEL:
+        path = shipped_checkpoint()
+        if not path.is_file():
+            raise CheckpointError(f"the shipped nano weights are missing from this install ({path})")
+        return path
+    name = Path(str(config)).stem
+    hint = f" (for {name}: {OFFICIAL_FILES[name]} from Meta's SAM 2 release)" if name in OFFICIAL_FILES else ""
+    raise CheckpointError(f"config {config} needs --checkpoint{hint}; only the nano model ships with streamtrack")
+
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read the ``"model"`` state dict of an official checkpoint file, without unpickling objects."""

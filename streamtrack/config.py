@@ -91,8 +91,14 @@ class ModelConfig:
     max_obj_ptrs: int = 16
     sigmoid_scale_for_mem_enc: float = 20.0
     sigmoid_bias_for_mem_enc: float = -10.0
-    hidden_dim: int = field(default=256, init=False)
-    mem_dim: int = field(default=64, init=False)
+    hidden_dim: int = 256
+    """Width of the neck, prompt encoder, mask decoder and memory attention."""
+    mem_dim: int = 64
+    """Width of stored memories; object pointers are split into hidden_dim / mem_dim tokens."""
+    memory_attention_layers: int = 4
+    memory_attention_ffn_dim: int = 2048
+    decoder_mlp_dim: int = 2048
+    """Hidden width of the MLPs in the mask decoder's two-way transformer."""
     backbone_stride: int = field(default=16, init=False)
 
     def __post_init__(self) -> None:
@@ -102,6 +108,10 @@ class ModelConfig:
         )
         _require(self.num_maskmem >= 1, "num_maskmem must be at least 1")
         _require(self.max_obj_ptrs >= 1, "max_obj_ptrs must be at least 1")
+        _require(self.hidden_dim > 0 and self.hidden_dim % 16 == 0, "hidden_dim must be a positive multiple of 16")
+        _require(self.mem_dim > 0 and self.hidden_dim % self.mem_dim == 0, "mem_dim must divide hidden_dim")
+        _require(self.memory_attention_layers >= 1, "memory_attention_layers must be at least 1")
+        _require(self.memory_attention_ffn_dim >= 1 and self.decoder_mlp_dim >= 1, "MLP widths must be positive")
 
     @property
     def embed_size(self) -> int:

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streamtrack.live import rle
-from streamtrack.live.control import MAX_REQUEST_BYTES, ControlServer, RequestError, parse_request
+from streamtrack.live.control import HARD_LIMIT_BYTES, MAX_REQUEST_BYTES, ControlServer, RequestError, parse_request
 
 
 def req(**kw) -> bytes:
@@ -118,3 +118,21 @@ def test_any_request_gets_a_reply(server, client, body):
     assert reply["v"] == 1 and isinstance(reply["ok"], bool)
     if not reply["ok"]:
         assert isinstance(reply["error"], str) and reply["error"]
+
+
+def test_an_oversized_peer_is_disconnected_and_the_next_client_is_served(server, client):
+    """A message beyond ZMQ_MAXMSGSIZE makes ZeroMQ drop that peer: it gets no reply at all."""
+    client.send_multipart([b"", b" " * (HARD_LIMIT_BYTES + 1)])
+    for _ in range(50):
+        server.poll(lambda r: {"cmd": r.cmd})
+        zmq.select([server.socket], [], [], 0.01)
+    with pytest.raises(zmq.Again):
+        client.recv_multipart()  # RCVTIMEO 2 s: nothing comes back
+    fresh = zmq.Context.instance().socket(zmq.DEALER)
+    fresh.setsockopt(zmq.LINGER, 0)
+    fresh.setsockopt(zmq.RCVTIMEO, 2000)
+    fresh.connect(server.addr)
+    try:
+        assert exchange(server, fresh, [req(cmd="stats")])["ok"] is True
+    finally:
+        fresh.close()

@@ -99,12 +99,20 @@ def test_end_to_end_with_a_subscriber_process(small_model_files):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signals_stop_the_pipeline_cleanly(small_model_files, sig):
+    """With a live source and a SIGSTOPped subscriber connected, SIGINT or SIGTERM ends `run`
+    within 3 s with exit code 0: every thread finished, no process left, both ports free."""
     cfg, ckpt = small_model_files
     pub, ctl = free_addr(), free_addr()
     run = subprocess.Popen(cli("run", "--source", "synthetic:width=160,height=120", "--config", str(cfg),
                                "--checkpoint", str(ckpt), "--gt-prompts", "--pub", pub, "--control", ctl),
-                           stderr=subprocess.PIPE, text=True)
+                           stderr=subprocess.PIPE, text=True, start_new_session=True)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    frozen = subprocess.Popen([sys.executable, "-c", "import sys, time, zmq\n"
+                               "s = zmq.Context().socket(zmq.SUB); s.subscribe(b''); s.connect(sys.argv[1])\n"
+                               "print('ready', flush=True); time.sleep(120)\n", pub],
+                              stdout=subprocess.PIPE, text=True, env=env)
     try:
+        assert frozen.stdout.readline().strip() == "ready"
         with Subscriber(pub, topics=("frame", "status")) as sub:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
@@ -113,6 +121,8 @@ def test_signals_stop_the_pipeline_cleanly(small_model_files, sig):
                     break
             else:
                 pytest.fail("no frame from the pipeline")
+            os.kill(frozen.pid, signal.SIGSTOP)
+            time.sleep(0.5)
             t0 = time.monotonic()
             run.send_signal(sig)
             code = run.wait(timeout=10)
@@ -124,10 +134,33 @@ def test_signals_stop_the_pipeline_cleanly(small_model_files, sig):
     finally:
         if run.poll() is None:
             run.kill()
-    assert code == 0, run.stderr.read()
-    assert elapsed < 2.0, f"took {elapsed:.2f} s to stop"
+        os.kill(frozen.pid, signal.SIGCONT)
+        frozen.kill()
+        frozen.wait()
+    stderr = run.stderr.read()
+    assert code == 0, stderr
+    assert elapsed < 3.0, f"took {elapsed:.2f} s to stop"
     assert last_status is not None and last_status.state == "stopped"
-    assert "Traceback" not in run.stderr.read()
+    assert "Traceback" not in stderr and "threads still running" not in stderr
+    assert not processes_in_group(run.pid), "no process of the run's session is left"
+    for addr in (pub, ctl):  # both ports were closed: they can be bound again at once
+        sock = zmq.Context.instance().socket(zmq.PUB)
+        sock.bind(addr)
+        sock.close(linger=0)
+
+
+def processes_in_group(pgid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid:
+                found.append(int(entry))
+    return found
 
 
 def tracked_in(p: Pipeline, seconds: float) -> int:

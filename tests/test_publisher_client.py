@@ -7,6 +7,7 @@ runs under a deadline so that a hang fails fast.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import signal
@@ -23,6 +24,7 @@ import zmq
 from streamtrack.cli import echo
 from streamtrack.client import ControlClient, ControlError, ControlTimeout, Subscriber
 from streamtrack.live import rle
+from streamtrack.live.control import ControlServer
 from streamtrack.live.publisher import BindError, CurveServer, Publisher, is_loopback
 from streamtrack.live.types import Counters, StageTimes
 from test_wire import captured_frame, frame_result, sample_masks
@@ -222,9 +224,19 @@ def test_loopback_addresses_are_recognised(addr, loopback):
     assert is_loopback(addr) is loopback
 
 
-def test_binding_beyond_loopback_requires_curve():
-    with pytest.raises(BindError, match="without CURVE"):
+def test_binding_beyond_loopback_requires_curve_or_an_explicit_insecure_flag(caplog):
+    with pytest.raises(BindError, match="without CURVE.*--insecure-bind"):
         Publisher("tcp://0.0.0.0:*")
+    with pytest.raises(BindError, match="without CURVE"):
+        ControlServer("tcp://0.0.0.0:*")
+    # Explicitly insecure: it binds (all interfaces; nothing is sent) and says so.
+    with caplog.at_level(logging.WARNING):
+        pub = Publisher("tcp://0.0.0.0:*", insecure=True)
+        pub.close()
+        ctl = ControlServer("tcp://0.0.0.0:*", insecure=True)
+        ctl.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 2 and all("without authentication" in w for w in warnings)
     with pytest.raises(BindError, match="malformed"):
         Publisher("127.0.0.1:5555")
 

@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamtrack.live import wire
 from streamtrack.live.types import CapturedFrame, Counters, RawFrame, StageTimes
@@ -210,3 +212,23 @@ def test_optional_frame_image_round_trips():
     assert img.shape == captured.frame.rgb.shape
     assert np.abs(img.astype(int) - captured.frame.rgb.astype(int)).mean() < 8
     assert set(msg.masks) == {o.obj_id for o in result.objects}
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    height=st.integers(1, 40), width=st.integers(1, 40), seed=st.integers(0, 2**32 - 1),
+    ids=st.lists(st.integers(0, 2**31 - 1), min_size=0, max_size=5, unique=True),
+    density=st.floats(0.0, 1.0), encoding=st.sampled_from(wire.MASK_ENCODINGS),
+    seq=st.integers(0, 2**53), frame_index=st.integers(0, 2**31),
+)
+def test_any_frame_round_trips_exactly(height, width, seed, ids, density, encoding, seq, frame_index):
+    """Property: encode then decode gives back every mask bit, id, box and area."""
+    rng = np.random.default_rng(seed)
+    masks = {i: rng.random((height, width)) < density for i in ids}
+    result = frame_result(masks, frame_index=frame_index)
+    msg = wire.decode(wire.encode_frame(captured_frame(seq, height, width), result, stage_times(), "s", encoding))
+    assert (msg.seq, msg.frame_index, msg.height, msg.width) == (seq, frame_index, height, width)
+    assert [o.id for o in msg.objects] == ids
+    for o, src in zip(msg.objects, result.objects):
+        assert (o.bbox, o.area) == (src.bbox, src.area)
+        np.testing.assert_array_equal(msg.mask(o.id), masks[o.id])

@@ -43,10 +43,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """The options every model-running subcommand shares."""
-    p.add_argument("--config", required=True, help="model config name from configs/ (e.g. sam2.1_hiera_t) or a YAML path")
-    p.add_argument("--checkpoint", required=True, help="official SAM 2 / SAM 2.1 checkpoint (.pt)")
+    p.add_argument("--config", default="nano",
+                   help="model config name from configs/ (e.g. sam2.1_hiera_t) or a YAML path (default: nano)")
+    p.add_argument("--checkpoint", default=None,
+                   help="official SAM 2 / SAM 2.1 checkpoint (.pt), e.g. sam2.1_hiera_tiny.pt with --config "
+                        "sam2.1_hiera_t. Without it the nano model that ships with streamtrack is used: it was "
+                        "trained only on synthetic video; for real scenes download an official checkpoint")
     p.add_argument("--image-size", type=int, default=None, metavar="N",
-                   help="model input size, a multiple of 32 (default from the config: 1024)")
+                   help="model input size, a multiple of 32 (default from the config: 256 for nano, 1024 for official)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
 
 

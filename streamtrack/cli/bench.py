@@ -22,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=(
             HELP + ". Tracks objects on the built-in synthetic source and reports the steady state: "
             "frames after the memory is full (16 frames). Speed does not depend on the weights, so "
-            "without --checkpoint random weights are used."
+            "without --checkpoint an official config runs on random weights (nano on its shipped ones)."
         ),
     )
     p.add_argument("--config", default="sam2.1_hiera_t", help="model config name or YAML path (default %(default)s)")
@@ -36,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from streamtrack.checkpoint import load_model
+    from streamtrack.checkpoint import SHIPPED_MODEL, load_model, shipped_checkpoint
     from streamtrack.live.synthetic import SyntheticSource
     from streamtrack.timing import StageTimes
     from streamtrack.tracker import Prompt, Tracker, TrackerConfig
@@ -46,7 +46,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--frames must exceed the {warmup} warm-up frames")
     if not 1 <= args.objects <= 3:
         raise UsageError("--objects must be 1, 2 or 3 (the synthetic scene has 3)")
-    model = load_model(args.config, args.checkpoint, args.image_size, args.device)
+    checkpoint = args.checkpoint
+    if checkpoint is None and args.config == SHIPPED_MODEL:
+        checkpoint = shipped_checkpoint()
+    model = load_model(args.config, checkpoint, args.image_size, args.device)
     tracker = Tracker(model, TrackerConfig(max_objects=args.objects))
     source = SyntheticSource(width=640, height=480, num_objects=3, seed=0, live=False, num_frames=args.frames)
     source.open()

@@ -46,6 +46,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--curve-clients", metavar="DIR", default="*",
                    help="folder of authorised client public certificates (default: any client that knows the "
                         "server's public key)")
+    p.add_argument("--insecure-bind", action="store_true",
+                   help="allow --pub/--control on a non-loopback address without CURVE: anyone who can reach "
+                        "them can read the stream and send commands (a warning is printed)")
     p.set_defaults(run=run)
 
 
@@ -66,7 +69,7 @@ def initial_prompts(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from streamtrack.checkpoint import load_model
+    from streamtrack.checkpoint import load_model, resolve_checkpoint
     from streamtrack.live.pipeline import Pipeline, PipelineConfig
     from streamtrack.live.sources import open_source
     from streamtrack.tracker import PromptError, Tracker, TrackerConfig
@@ -78,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
         tracker_config = TrackerConfig(max_objects=args.max_objects)
     except (SourceError, PromptError, ValueError) as e:
         raise UsageError(str(e)) from None
-    tracker = Tracker(load_model(args.config, args.checkpoint, args.image_size, args.device), tracker_config)
+    checkpoint = resolve_checkpoint(args.config, args.checkpoint)
+    tracker = Tracker(load_model(args.config, checkpoint, args.image_size, args.device), tracker_config)
     curve = None
     if args.curve_secret:
         from streamtrack.live.publisher import CurveServer
@@ -89,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--curve-secret {args.curve_secret}: {e}") from None
     config = PipelineConfig(
         pub_addr=args.pub, control_addr=args.control, stream_id=args.stream_id, mask_encoding=args.mask_encoding,
-        send_frames=args.send_frames, curve=curve,
+        send_frames=args.send_frames, curve=curve, insecure_bind=args.insecure_bind,
         pace=args.pace, reconnect=not args.no_reconnect, max_frames=args.max_frames,
     )
     pipeline = Pipeline(tracker, lambda: open_source(args.source), config, prompts)
@@ -115,6 +119,9 @@ def run(args: argparse.Namespace) -> int:
         error = e
     finally:
         pipeline.stop(timeout=1.5)
+    leftover = sorted(t.name for t in threading.enumerate() if t is not threading.current_thread() and t.is_alive())
+    if leftover:
+        print(f"streamtrack run: warning: threads still running at exit: {', '.join(leftover)}", file=sys.stderr)
     if error is not None:
         print(f"streamtrack run: error: {error}", file=sys.stderr)
         return 1

@@ -77,7 +77,7 @@ def read_rgb(path: str) -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> int:
-    from streamtrack.checkpoint import load_model
+    from streamtrack.checkpoint import load_model, resolve_checkpoint
     from streamtrack.segmenter import ImageSegmenter
 
     points, labels, boxes = parse_prompts(args.point, args.box)
@@ -86,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
     for arr in (points, boxes):
         if arr is not None and (arr[..., 0::2].max() > w or arr[..., 1::2].max() > h or arr.min() < 0):
             print(f"streamtrack segment: warning: a prompt lies outside the {w}x{h} image")
-    model = load_model(args.config, args.checkpoint, args.image_size, args.device)
+    checkpoint = resolve_checkpoint(args.config, args.checkpoint)
+    model = load_model(args.config, checkpoint, args.image_size, args.device)
     segmenter = ImageSegmenter(model)
     segmenter.set_image(image)
     result = segmenter.predict(points=points, labels=labels, boxes=boxes, multimask=args.multimask)
@@ -112,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
             })
     summary = {
         "image": str(args.image), "image_hw": [h, w], "config": model.cfg.name,
-        "image_size": model.image_size, "checkpoint": str(args.checkpoint), "masks": records,
+        "image_size": model.image_size, "checkpoint": str(checkpoint), "masks": records,
     }
     (out / "result.json").write_text(json.dumps(summary, indent=2) + "\n")
     for r in records:

@@ -62,7 +62,7 @@ def cli_prompts(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from streamtrack.checkpoint import load_model
+    from streamtrack.checkpoint import load_model, resolve_checkpoint
     from streamtrack.progress import Progress
     from streamtrack.tracker import PromptError, Tracker, TrackerConfig
     from streamtrack.video_file import FrameSource, SourceError
@@ -84,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as e:
         raise UsageError(str(e)) from None
-    tracker = Tracker(load_model(args.config, args.checkpoint, args.image_size, args.device), config)
+    checkpoint = resolve_checkpoint(args.config, args.checkpoint)
+    tracker = Tracker(load_model(args.config, checkpoint, args.image_size, args.device), config)
 
     out = Path(args.save_masks)
     out.mkdir(parents=True, exist_ok=True)

@@ -136,15 +136,15 @@ Handler = Callable[[ControlRequest], dict]
 class ControlServer:
     """A ROUTER socket answering control requests. Owned by the thread that calls :meth:`poll`."""
 
-    def __init__(self, addr: str, curve: CurveServer | None = None) -> None:
+    def __init__(self, addr: str, curve: CurveServer | None = None, insecure: bool = False) -> None:
         # A context of its own: CURVE authentication is one authenticator per context.
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.MAXMSGSIZE, HARD_LIMIT_BYTES)
         self.socket.setsockopt(zmq.ROUTER_MANDATORY, 0)
-        try:  # refuses non-loopback addresses without CURVE
-            self._auth = bind_server(self.context, self.socket, addr, curve)
+        try:  # refuses non-loopback addresses without CURVE (unless insecure)
+            self._auth = bind_server(self.context, self.socket, addr, curve, insecure)
         except BaseException:
             self.socket.close(linger=0)
             self.context.term()

@@ -38,7 +38,9 @@ class PipelineConfig:
     send_frames: bool = False
     """Also publish each frame as JPEG, for viewers."""
     curve: CurveServer | None = None
-    """CURVE keys for both sockets; required to bind anywhere but loopback."""
+    """CURVE keys for both sockets; required to bind anywhere but loopback unless ``insecure_bind``."""
+    insecure_bind: bool = False
+    """Allow non-loopback addresses without CURVE (logged as a warning)."""
     pace: bool = False
     """Play files and folders at their native rate (newest frame wins) instead of frame by frame."""
     reconnect: bool = True
@@ -128,8 +130,8 @@ class Pipeline:
         try:
             publisher = Publisher(self.config.pub_addr, stream_id=self.config.stream_id,
                                   mask_encoding=self.config.mask_encoding, send_frames=self.config.send_frames,
-                                  curve=self.config.curve)
-            control = ControlServer(self.config.control_addr, curve=self.config.curve)
+                                  curve=self.config.curve, insecure=self.config.insecure_bind)
+            control = ControlServer(self.config.control_addr, curve=self.config.curve, insecure=self.config.insecure_bind)
             self.pub_addr, self.control_addr = publisher.addr, control.addr
             self._ready.set()
             self._on_status("stopped", self._loop(publisher, control))

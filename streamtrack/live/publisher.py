@@ -20,6 +20,7 @@ Where drops happen, and who sees them (ZeroMQ's PUB semantics):
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -28,6 +29,8 @@ from typing import Any
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
+
+log = logging.getLogger(__name__)
 
 from streamtrack.live import wire
 from streamtrack.live.types import CapturedFrame, Counters, StageTimes
@@ -85,18 +88,23 @@ def is_loopback(addr: str) -> bool:
 
 
 def bind_server(
-    context: zmq.Context, socket: zmq.Socket, addr: str, curve: CurveServer | None,
+    context: zmq.Context, socket: zmq.Socket, addr: str, curve: CurveServer | None, insecure: bool = False,
 ) -> ThreadAuthenticator | None:
-    """Bind ``socket``: loopback freely, anything else only with CURVE.
+    """Bind ``socket``: loopback freely, anything else only with CURVE, or with ``insecure``
+    (an explicit choice, logged as a warning).
 
     With ``curve``, starts a ZAP authenticator on ``context`` (one per context: give each
     CURVE server its own context) and returns it; the caller stops it after closing the socket.
     """
     if curve is None and not is_loopback(addr):
-        raise BindError(
-            f"refusing to bind {addr} without CURVE: anyone who can reach it could read the stream. "
-            "Bind to 127.0.0.1 (the default), or give CURVE keys."
-        )
+        if not insecure:
+            raise BindError(
+                f"refusing to bind {addr} without CURVE: anyone who can reach it could read the stream "
+                "and send commands. Bind to 127.0.0.1 (the default), give CURVE keys, or pass "
+                "--insecure-bind to accept that risk."
+            )
+        log.warning("WARNING: %s is bound without authentication (--insecure-bind): anyone who can reach "
+                    "it can read the stream and send commands", addr)
     auth = None
     if curve is not None:
         auth = ThreadAuthenticator(context)
@@ -130,6 +138,7 @@ class Publisher:
         status_interval: float = STATUS_INTERVAL_S,
         send_frames: bool = False,
         jpeg_quality: int = 80,
+        insecure: bool = False,
     ) -> None:
         if mask_encoding not in wire.MASK_ENCODINGS:
             raise ValueError(f"mask_encoding must be one of {wire.MASK_ENCODINGS}, got {mask_encoding!r}")
@@ -155,7 +164,7 @@ class Publisher:
             self._socket.sndhwm = sndhwm
             if lockstep:
                 self._socket.xpub_nodrop = True
-            self._auth = bind_server(self._context, self._socket, addr, curve)
+            self._auth = bind_server(self._context, self._socket, addr, curve, insecure)
         except BaseException:
             self.close()
             raise

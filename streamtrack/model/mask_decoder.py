@@ -39,10 +39,11 @@ class StabilityRule:
 
 
 class MaskDecoder(nn.Module):
-    def __init__(self, dim: int = 256, stability: StabilityRule | None = StabilityRule()) -> None:
+    def __init__(self, dim: int = 256, stability: StabilityRule | None = StabilityRule(),
+                 mlp_dim: int = 2048) -> None:
         super().__init__()
         self.stability = stability
-        self.transformer = TwoWayTransformer(dim)
+        self.transformer = TwoWayTransformer(dim, mlp_dim=mlp_dim)
         self.iou_token = nn.Embedding(1, dim)
         self.mask_tokens = nn.Embedding(NUM_MASK_TOKENS, dim)
         self.obj_score_token = nn.Embedding(1, dim)

@@ -123,9 +123,9 @@ class MemoryAttentionLayer(nn.Module):
 
 
 class MemoryAttention(nn.Module):
-    def __init__(self, dim: int = 256, mem_dim: int = 64, num_layers: int = 4) -> None:
+    def __init__(self, dim: int = 256, mem_dim: int = 64, num_layers: int = 4, ffn_dim: int = 2048) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(MemoryAttentionLayer(dim, mem_dim) for _ in range(num_layers))
+        self.layers = nn.ModuleList(MemoryAttentionLayer(dim, mem_dim, ffn_dim) for _ in range(num_layers))
         self.norm = nn.LayerNorm(dim)
 
     def forward(

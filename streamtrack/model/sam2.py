@@ -101,7 +101,7 @@ def build_sam2(cfg: ModelConfig, stability: bool = True) -> SAM2:
         cfg,
         image_encoder=ImageEncoder(cfg.trunk, c),
         prompt_encoder=PromptEncoder(c, cfg.embed_size, cfg.image_size),
-        mask_decoder=MaskDecoder(c, StabilityRule() if stability else None),
+        mask_decoder=MaskDecoder(c, StabilityRule() if stability else None, cfg.decoder_mlp_dim),
         memory_encoder=MemoryEncoder(c, cfg.mem_dim),
-        memory_attention=MemoryAttention(c, cfg.mem_dim),
+        memory_attention=MemoryAttention(c, cfg.mem_dim, cfg.memory_attention_layers, cfg.memory_attention_ffn_dim),
     ).eval()

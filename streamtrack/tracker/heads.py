@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from streamtrack.model import SAM2
+from streamtrack.model import SAM2, DecoderOutput
 
 ABSENT_LOGIT = -1024.0
 """Mask logit written everywhere when the object-score head says the object is not visible."""
@@ -58,8 +58,13 @@ def decode(
     With ``multimask`` the candidate with the highest predicted IoU wins, and its
     token becomes the object pointer.
     """
-    b = pix_feat.shape[0]
-    out = model.decode(pix_feat, high_res_feats, coords, labels, mask_input, multimask, batch=b)
+    out = model.decode(pix_feat, high_res_feats, coords, labels, mask_input, multimask, batch=pix_feat.shape[0])
+    return choose(model, out)
+
+
+def choose(model: SAM2, out: DecoderOutput) -> HeadOutput:
+    """Each object's candidate with the highest predicted IoU, its pointer, and the visibility rule."""
+    b = out.iou.shape[0]
     visible = out.object_score_logits > 0  # [B, 1]
     low = torch.where(visible[:, :, None, None], out.low_res_logits, ABSENT_LOGIT).float()
     best = out.iou.argmax(dim=-1)

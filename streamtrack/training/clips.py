@@ -1,0 +1,104 @@
+"""Training clips from the procedural generator: one object's frames and masks, and prompts
+sampled from its ground truth as a person or a detector would give them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from streamtrack.procgen import TRAIN_SEEDS, Scene, SceneConfig
+
+MIN_FIRST_AREA = 0.004
+"""The tracked object covers at least this fraction of the first frame."""
+
+
+@dataclass(frozen=True)
+class Clip:
+    images: np.ndarray
+    """uint8[T, S, S, 3]."""
+    masks: np.ndarray
+    """bool[T, S, S]: the tracked object's visible pixels."""
+
+
+@dataclass(frozen=True)
+class PointPrompt:
+    """Points (and a box as two corner points labelled 2 and 3) in model pixels."""
+
+    coords: np.ndarray
+    """float32[N, 2] (x, y)."""
+    labels: np.ndarray
+    """int32[N]: 1 positive, 0 negative, 2/3 box corners."""
+
+
+def train_scene_config(size: int, rng: np.random.Generator) -> SceneConfig:
+    """Scenes for training: the benchmark's kind of scene with varied counts and speeds."""
+    return SceneConfig(width=size, height=size, num_objects=int(rng.integers(1, 4)),
+                       num_distractors=int(rng.integers(0, 3)), fps=float(rng.uniform(6.0, 14.0)))
+
+
+def sample_clip(rng: np.random.Generator, size: int, frames: int) -> Clip:
+    """A clip of ``frames`` frames at ``size`` x ``size`` whose object is well visible on frame 0."""
+    while True:
+        seed = int(rng.integers(TRAIN_SEEDS.start, TRAIN_SEEDS.stop))
+        scene = Scene(train_scene_config(size, rng), seed)
+        start = int(rng.integers(0, 200))
+        first_rgb, first = scene.render(start)
+        candidates = [k for k, m in first.items() if m.mean() >= MIN_FIRST_AREA]
+        if not candidates:
+            continue
+        obj = candidates[int(rng.integers(len(candidates)))]
+        images, masks = [first_rgb], [first[obj]]
+        for i in range(start + 1, start + frames):
+            rgb, gt = scene.render(i)
+            images.append(rgb)
+            masks.append(gt[obj])
+        return Clip(np.stack(images), np.stack(masks))
+
+
+def interior_point(rng: np.random.Generator, region: np.ndarray) -> tuple[float, float]:
+    """(x, y) of a pixel of ``region`` (bool[H, W], non-empty), biased away from its edge."""
+    dist = cv2.distanceTransform(np.pad(region, 1).astype(np.uint8), cv2.DIST_L2, 5)[1:-1, 1:-1]
+    ys, xs = np.nonzero(dist >= 0.5 * dist.max())
+    i = int(rng.integers(len(ys)))
+    return float(xs[i]), float(ys[i])
+
+
+def first_frame_prompt(rng: np.random.Generator, mask: np.ndarray, kind: str) -> PointPrompt:
+    """``kind`` "points" (1-3 clicks, some negative) or "box" (jittered by up to 10% of its size)."""
+    if kind == "box":
+        ys, xs = np.nonzero(mask)
+        x0, x1, y0, y1 = xs.min(), xs.max(), ys.min(), ys.max()
+        jit = 0.1 * np.array([x1 - x0 + 1, y1 - y0 + 1] * 2) * rng.uniform(-1, 1, 4)
+        box = np.array([x0, y0, x1, y1], np.float32) + jit.astype(np.float32)
+        return PointPrompt(box.reshape(2, 2), np.array([2, 3], np.int32))
+    coords, labels = [interior_point(rng, mask)], [1]
+    for _ in range(int(rng.integers(0, 3))):
+        positive = rng.random() < 0.6
+        region = mask if positive else ~mask
+        coords.append(interior_point(rng, region))
+        labels.append(int(positive))
+    return PointPrompt(np.array(coords, np.float32), np.array(labels, np.int32))
+
+
+def correction_click(rng: np.random.Generator, pred: np.ndarray, gt: np.ndarray) -> PointPrompt | None:
+    """A click on the larger error of ``pred`` vs ``gt``: positive on a miss, negative on a false
+    positive; None when there is no error."""
+    missed, extra = gt & ~pred, pred & ~gt
+    if not missed.any() and not extra.any():
+        return None
+    positive = missed.sum() >= extra.sum()
+    xy = interior_point(rng, missed if positive else extra)
+    return PointPrompt(np.array([xy], np.float32), np.array([int(positive)], np.int32))
+
+
+def pad_prompts(prompts: list[PointPrompt]) -> tuple[np.ndarray, np.ndarray]:
+    """Stack prompts of different lengths: float32[B, N, 2], int32[B, N], padded with label -1."""
+    n = max(len(p.labels) for p in prompts)
+    coords = np.zeros((len(prompts), n, 2), np.float32)
+    labels = -np.ones((len(prompts), n), np.int32)
+    for i, p in enumerate(prompts):
+        coords[i, : len(p.labels)] = p.coords
+        labels[i, : len(p.labels)] = p.labels
+    return coords, labels

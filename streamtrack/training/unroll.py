@@ -1,0 +1,153 @@
+"""One training forward pass over a batch of clips: the tracker's per-frame recipe, differentiable.
+
+Frame 0 is prompted (mask, box or clicks) and decoded without memory. Every later frame attends
+to the memories and object pointers of earlier frames, chosen as the tracker chooses them
+(conditioning frames, the num_maskmem - 1 most recent frames, pointers up to max_obj_ptrs - 1
+frames old), and is decoded with multimask output. On correction frames a click is sampled from
+the error of that prediction, and the frame is decoded again with it and becomes a conditioning
+frame, as a live user's correction does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from streamtrack.model import SAM2
+from streamtrack.model.common import sine_1d, sine_position_encoding
+from streamtrack.tracker import heads
+from streamtrack.tracker.tracker import PREV_LOGITS_CLAMP
+from streamtrack.training.clips import PointPrompt, correction_click, pad_prompts
+from streamtrack.training.losses import frame_loss
+
+LIVE_PTR_WINDOW = 15
+"""Pointer ages are divided by this, as the tracker does on live streams of unknown length."""
+
+
+@dataclass(frozen=True)
+class ClipPlan:
+    """How a batch of clips is prompted."""
+
+    first: str
+    """"mask", "box" or "points"."""
+    first_prompts: list[PointPrompt] = field(default_factory=list)
+    """Per clip, for "box" and "points"."""
+    corrections: frozenset[int] = frozenset()
+    """Frames (>= 1) that get a correction click."""
+
+
+@dataclass
+class _Memory:
+    frame: int
+    spatial: torch.Tensor
+    """float[B, mem_dim, h, w]."""
+    ptr: torch.Tensor
+    """float[B, C]."""
+    cond: bool
+
+
+def unroll(model: SAM2, images: torch.Tensor, masks: torch.Tensor, plan: ClipPlan, rng: np.random.Generator
+           ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss of B clips. ``images: float[B, T, 3, S, S]`` normalised; ``masks: float[B, T, S, S]`` in {0, 1}.
+
+    Returns the mean over scored frames of :func:`frame_loss`, and averaged loss parts.
+    """
+    b, t_len, _, s, _ = images.shape
+    dev = images.device
+    feats = model.encode_image(images.flatten(0, 1))
+    c, h, w = feats.embed.shape[1:]
+    embed = feats.embed.view(b, t_len, c, h, w)
+    embed_pos = feats.embed_pos[:1]
+    hr = [x.view(b, t_len, *x.shape[1:]) for x in feats.high_res]
+    grid_pe = sine_position_encoding(model.cfg.mem_dim, h, w, dev).flatten(1).transpose(0, 1)  # [hw, m]
+
+    memories: list[_Memory] = []
+    losses: list[torch.Tensor] = []
+    parts: dict[str, float] = {}
+
+    def score(out, target):  # noqa: ANN001, ANN202
+        logits = F.interpolate(out.low_res_logits, size=(s, s), mode="bilinear", align_corners=False)
+        loss, p = frame_loss(logits, out.iou, out.object_score_logits, target)
+        losses.append(loss)
+        for k, v in p.items():
+            parts[k] = parts.get(k, 0.0) + v
+
+    for t in range(t_len):
+        target = masks[:, t, None]
+        frame_hr = (hr[0][:, t], hr[1][:, t])
+        raw = embed[:, t]
+        cond = t == 0
+        if t == 0 and plan.first == "mask":
+            chosen = heads.mask_as_output(model, raw, frame_hr, target)
+        elif t == 0:
+            coords, labels = (torch.from_numpy(a).to(dev) for a in pad_prompts(plan.first_prompts))
+            single_click = bool((labels >= 0).sum(1).eq(1).all()) and plan.first == "points"
+            pix = raw + model.no_mem_embed.view(1, -1, 1, 1)
+            out = model.decode(pix, frame_hr, coords, labels, None, multimask=single_click)
+            score(out, target)
+            chosen = heads.choose(model, out)
+        else:
+            pix = _condition(model, raw, embed_pos, memories, t, grid_pe)
+            no_xy, no_lab = heads.no_points(b, dev)
+            out = model.decode(pix, frame_hr, no_xy, no_lab, None, multimask=True)
+            score(out, target)
+            chosen = heads.choose(model, out)
+            if t in plan.corrections:
+                chosen, cond = _correct(model, pix, frame_hr, chosen, target, rng, score), True
+        mem = heads.encode_memory(model, raw, chosen.high_res.detach(), chosen.object_score.detach(), binarize=cond)
+        memories.append(_Memory(t, mem.float(), chosen.obj_ptr, cond))
+
+    n = max(len(losses), 1)
+    return torch.stack(losses).mean(), {k: v / n for k, v in parts.items()}
+
+
+def _correct(model: SAM2, pix: torch.Tensor, frame_hr: tuple[torch.Tensor, torch.Tensor], chosen: heads.HeadOutput,
+             target: torch.Tensor, rng: np.random.Generator, score) -> heads.HeadOutput:  # noqa: ANN001
+    """Decode again with one click on each clip's error (clips with no error get a padding point)."""
+    pred = (chosen.high_res.detach()[:, 0] > 0).cpu().numpy()
+    gt = target[:, 0].cpu().numpy() > 0.5
+    prompts = []
+    for p, g in zip(pred, gt):
+        click = correction_click(rng, p, g)
+        prompts.append(click or PointPrompt(np.zeros((1, 2), np.float32), np.array([-1], np.int32)))
+    coords, labels = (torch.from_numpy(a).to(pix.device) for a in pad_prompts(prompts))
+    prev = chosen.low_res.detach().clamp(-PREV_LOGITS_CLAMP, PREV_LOGITS_CLAMP)
+    out = model.decode(pix, frame_hr, coords, labels, prev, multimask=False)
+    score(out, target)
+    return heads.choose(model, out)
+
+
+def _condition(model: SAM2, raw: torch.Tensor, embed_pos: torch.Tensor, memories: list[_Memory], t: int,
+               grid_pe: torch.Tensor) -> torch.Tensor:
+    """``raw: float[B, C, h, w]`` -> memory-conditioned features for frame ``t``, as the tracker builds its keys."""
+    cfg = model.cfg
+    b, c, h, w = raw.shape
+    m = cfg.mem_dim
+    tpos = model.maskmem_tpos_enc.view(cfg.num_maskmem, m)
+    spatial = [mm for mm in memories if mm.cond] + sorted(
+        (mm for mm in memories if not mm.cond and 1 <= t - mm.frame <= cfg.num_maskmem - 1), key=lambda mm: mm.frame)
+    keys, key_pos = [], []
+    for mm in spatial:
+        keys.append(mm.spatial.flatten(2).transpose(1, 2))  # [B, hw, m]
+        slot = cfg.num_maskmem - 1 if mm.cond else t - mm.frame - 1
+        key_pos.append((grid_pe + tpos[slot]).expand(b, -1, -1))
+    ptrs = [mm for mm in memories if mm.cond] + sorted(
+        (mm for mm in memories if not mm.cond and 1 <= t - mm.frame <= min(cfg.max_obj_ptrs, LIVE_PTR_WINDOW + 1) - 1),
+        key=lambda mm: -mm.frame)
+    split = c // m
+    ptr_tokens = torch.stack([mm.ptr for mm in ptrs], 1).reshape(b, -1, m)
+    ages = torch.tensor([float(t - mm.frame) for mm in ptrs], device=raw.device)
+    if model.obj_ptr_tpos_proj is not None:
+        ptr_pos = model.obj_ptr_tpos_proj(sine_1d(ages / LIVE_PTR_WINDOW, c))  # [P, m]
+    else:
+        ptr_pos = raw.new_zeros(len(ptrs), m)
+    ptr_pos = ptr_pos.repeat_interleave(split, 0).expand(b, -1, -1)
+    memory = torch.cat(keys + [ptr_tokens], 1)
+    memory_pos = torch.cat(key_pos + [ptr_pos], 1)
+    curr = raw.flatten(2).transpose(1, 2)
+    curr_pos = embed_pos.flatten(2).transpose(1, 2).expand(b, -1, -1)
+    out = model.memory_attention(curr, curr_pos, memory, memory_pos, ptr_tokens.shape[1], None)
+    return out.transpose(1, 2).reshape(b, c, h, w)

@@ -1,0 +1,97 @@
+"""The nano model: its training script learns and resumes exactly, its shipped weights are
+found by default and track the held-out synthetic benchmark well."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from streamtrack.checkpoint import CheckpointError, load_model, resolve_checkpoint, shipped_checkpoint
+from streamtrack.config import load_config
+from streamtrack.model import build_sam2
+from streamtrack.procgen import benchmark_clips
+from streamtrack.tracker import Tracker, TrackerConfig
+from streamtrack.vos import run_tracker_on_clip, score_clip, summarize
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def train_module():
+    spec = importlib.util.spec_from_file_location("train_nano", ROOT / "tools" / "train_nano.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TINY = ["--image-size", "128", "--batch", "2", "--frames", "3", "--warmup", "2", "--lr", "2e-3", "--threads", "1"]
+
+
+def batch_loss(state_dict: dict, seed: int = 123) -> float:
+    """The training loss of fixed clips (not drawn by the run) under these weights."""
+    train = train_module()
+    model = build_sam2(load_config("nano", 128), stability=False).train()
+    model.load_state_dict(state_dict)
+    rng = np.random.default_rng(seed)
+    images, masks, plan = train.make_batch(rng, 128, 2, 3)
+    from streamtrack.training.unroll import unroll
+
+    with torch.no_grad():
+        return float(unroll(model, images, masks, plan, rng)[0])
+
+
+def test_training_lowers_the_loss(tmp_path):
+    torch.set_num_threads(1)
+    train = train_module()
+    assert train.main(["--out", str(tmp_path), "--steps", "25", *TINY]) == 0
+    torch.manual_seed(0)  # the run's initial weights come from its seed
+    initial = build_sam2(load_config("nano", 128), stability=False).state_dict()
+    trained = torch.load(tmp_path / "nano.pt", weights_only=True)["model"]
+    before, after = batch_loss(initial), batch_loss(trained)
+    assert after < 0.8 * before, f"loss on held clips went {before:.3f} -> {after:.3f}"
+    record = json.loads((tmp_path / "nano.json").read_text())
+    assert record["steps"] == 25 and record["seed"] == 0 and "final_100_steps" in record
+
+
+def test_training_is_deterministic_and_resumes_exactly(tmp_path):
+    torch.set_num_threads(1)
+    train = train_module()
+    assert train.main(["--out", str(tmp_path / "a"), "--steps", "4", *TINY]) == 0
+    # The same run stopped after its first step (--max-minutes 0), then resumed.
+    assert train.main(["--out", str(tmp_path / "b"), "--steps", "4", "--max-minutes", "0", *TINY]) == 3
+    assert not (tmp_path / "b" / "nano.pt").exists()
+    assert train.main(["--out", str(tmp_path / "b"), "--steps", "4", *TINY]) == 0
+    a = torch.load(tmp_path / "a" / "nano.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "nano.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_shipped_weights_are_the_default_and_small():
+    path = resolve_checkpoint("nano", None)
+    assert path == shipped_checkpoint() and path.is_file()
+    assert path.stat().st_size <= 10 * 2**20
+    record = json.loads(path.with_suffix(".json").read_text())
+    for key in ("command", "seed", "steps", "train_minutes", "final_100_steps"):
+        assert key in record
+    assert record["train_minutes"] <= 90
+    with pytest.raises(CheckpointError, match="sam2.1_hiera_tiny.pt"):
+        resolve_checkpoint("sam2.1_hiera_t", None)
+
+
+def test_nano_tracks_the_held_out_benchmark():
+    """A fast subset of the held-out synthetic benchmark (tools/eval_vos.py runs all of it)."""
+    torch.set_num_threads(2)
+    model = load_model("nano", resolve_checkpoint("nano", None))
+    scores = []
+    for name, frames, gts in benchmark_clips(count=6):
+        tracker = Tracker(model, TrackerConfig(max_objects=len(gts[0])))
+        preds, _, prompt_frames = run_tracker_on_clip(tracker, frames, gts)
+        scores.append(score_clip(preds, gts, skip=prompt_frames, name=name))
+    summary = summarize(scores)
+    print(summary)
+    assert summary["J&F"] >= 0.75, summary

@@ -1,0 +1,97 @@
+"""The procedural video generator: determinism, exact ground truth, the promised variety, and
+held-out benchmark seeds that training never draws."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from streamtrack.procgen import BENCHMARK_SEEDS, TRAIN_SEEDS, Scene, SceneConfig, benchmark_clips, benchmark_config
+from streamtrack.training.clips import sample_clip
+
+
+def test_benchmark_seeds_never_appear_in_training():
+    assert not set(BENCHMARK_SEEDS) & set(range(TRAIN_SEEDS.start, TRAIN_SEEDS.stop))
+    assert len(BENCHMARK_SEEDS) >= 30
+
+
+def test_training_clips_draw_only_training_seeds(monkeypatch):
+    seen = []
+    real_init = Scene.__init__
+
+    def spy(self, config, seed=0):
+        seen.append(seed)
+        real_init(self, config, seed)
+
+    monkeypatch.setattr(Scene, "__init__", spy)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        sample_clip(rng, 64, 2)
+    assert seen and all(s in TRAIN_SEEDS and s not in BENCHMARK_SEEDS for s in seen)
+
+
+def test_a_scene_is_a_function_of_its_seed_and_frames_render_in_any_order():
+    cfg = SceneConfig(width=96, height=80)
+    a, b, c = Scene(cfg, 5), Scene(cfg, 5), Scene(cfg, 6)
+    later = a.render(9)
+    for i in (0, 9, 3):
+        (ra, ma), (rb, mb) = a.render(i), b.render(i)
+        assert np.array_equal(ra, rb) and all(np.array_equal(ma[k], mb[k]) for k in ma)
+    assert np.array_equal(later[0], b.render(9)[0])
+    assert not np.array_equal(a.render(0)[0], c.render(0)[0])
+
+
+def test_masks_are_the_visible_pixels_and_occlusion_happens():
+    cfg = SceneConfig(width=128, height=96, num_objects=3, num_distractors=2, fps=5.0)
+    occluded = False
+    for seed in range(3):
+        scene = Scene(cfg, seed)
+        for i in range(0, 60, 3):
+            rgb, masks = scene.render(i)
+            full = scene.full_masks(i)
+            assert rgb.shape == (96, 128, 3) and rgb.dtype == np.uint8
+            assert sorted(masks) == [1, 2, 3]
+            for m1, m2 in itertools.combinations(masks.values(), 2):
+                assert not (m1 & m2).any()
+            for k, m in masks.items():
+                assert m.dtype == bool and not (m & ~full[k]).any()
+                occluded |= bool((full[k] & ~m).any())
+    assert occluded
+
+
+def test_effects_off_leaves_a_static_background():
+    cfg = SceneConfig(width=96, height=96, camera=False, lighting=False, blur=False, noise=False)
+    scene = Scene(cfg, 1)
+    r0, _ = scene.render(0)
+    r1, _ = scene.render(20)
+    outside = ~np.any(list(scene.full_masks(0).values()) + list(scene.full_masks(20).values()), axis=0)
+    # Distractors move too; compare only where no labelled object or distractor could be.
+    same = (r0 == r1).all(axis=2)
+    assert same[outside].mean() > 0.8
+    moving = Scene(SceneConfig(width=96, height=96), 1)
+    a, b = moving.render(0)[0], moving.render(20)[0]
+    assert (a != b).any(axis=2).mean() > 0.5, "with effects on, the whole view changes"
+
+
+def test_the_benchmark_has_exits_reentries_scale_changes_and_distractors():
+    exits_and_returns, scale_ratio = 0, []
+    for name, frames, gts in benchmark_clips(count=30):
+        assert name.startswith("synthetic-") and len(frames) == len(gts) == 48
+        for k in gts[0]:
+            area = np.array([g[k].sum() for g in gts])
+            present = area > 0
+            if present[0] and not present.all() and present[np.argmin(present):].any():
+                exits_and_returns += 1
+            if (area > 0).sum() > 2:
+                scale_ratio.append(area[area > 0].max() / area[area > 0].min())
+    assert benchmark_config().num_distractors >= 1
+    assert exits_and_returns >= 5, f"only {exits_and_returns} objects leave (or hide) and come back"
+    assert np.median(scale_ratio) > 1.5
+
+
+@pytest.mark.parametrize("bad", [dict(width=8), dict(num_objects=0), dict(fps=0.0), dict(num_distractors=-1)])
+def test_bad_scene_configs_are_refused(bad):
+    with pytest.raises(ValueError):
+        SceneConfig(**bad)

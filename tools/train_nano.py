@@ -1,0 +1,138 @@
+"""Train the nano model (configs/nano.yaml) on procedural video, on the CPU.
+
+    python tools/train_nano.py --out runs/nano [--steps N] [--seed S] [--threads 2]
+
+Deterministic from --seed for a given thread count: every step's clips, prompts and clicks come
+from a generator keyed by (seed, step), and weights start from torch.manual_seed(seed). Resumes
+from OUT/last.pt when it exists. When done it writes OUT/nano.pt (an official-format checkpoint,
+{"model": state_dict}) and OUT/nano.json (command, seed, steps, time, final losses).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from streamtrack.config import load_config
+from streamtrack.model import build_sam2
+from streamtrack.preprocess import normalize
+from streamtrack.progress import Progress
+from streamtrack.training.clips import first_frame_prompt, sample_clip
+from streamtrack.training.unroll import ClipPlan, unroll
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default="nano", help="model config name or path (default: nano)")
+    ap.add_argument("--image-size", type=int, default=None, help="train at this input size (default: the config's)")
+    ap.add_argument("--out", type=Path, required=True, help="run directory (resumes from OUT/last.pt)")
+    ap.add_argument("--steps", type=int, default=3000, help="optimiser steps (default: 3000)")
+    ap.add_argument("--batch", type=int, default=4, help="clips per step (default: 4)")
+    ap.add_argument("--frames", type=int, default=8, help="frames per clip (default: 8)")
+    ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: 1e-3)")
+    ap.add_argument("--warmup", type=int, default=100, help="linear warm-up steps (default: 100)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (results depend on it; default: 2)")
+    ap.add_argument("--save-every", type=int, default=50, help="steps between resumable checkpoints")
+    ap.add_argument("--max-minutes", type=float, default=None,
+                    help="stop early (resumably) after this wall time; the run is then not finished")
+    return ap.parse_args(argv)
+
+
+def learning_rate(step: int, args: argparse.Namespace) -> float:
+    if step < args.warmup:
+        return args.lr * (step + 1) / args.warmup
+    progress = (step - args.warmup) / max(1, args.steps - args.warmup)
+    return args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def make_batch(rng: np.random.Generator, size: int, batch: int, frames: int) -> tuple[torch.Tensor, torch.Tensor, ClipPlan]:
+    """float[B, T, 3, S, S] normalised images, float[B, T, S, S] masks, and how they are prompted."""
+    clips = [sample_clip(rng, size, frames) for _ in range(batch)]
+    images = torch.from_numpy(np.stack([c.images for c in clips])).permute(0, 1, 4, 2, 3).float().div(255)
+    images = normalize(images.flatten(0, 1)).view(batch, frames, 3, size, size)
+    masks = torch.from_numpy(np.stack([c.masks for c in clips])).float()
+    first = ("mask", "box", "points")[int(rng.choice(3, p=[0.3, 0.35, 0.35]))]
+    prompts = [first_frame_prompt(rng, c.masks[0], first) for c in clips] if first != "mask" else []
+    corrections = frozenset(int(f) for f in rng.choice(np.arange(1, frames), size=int(rng.integers(0, 2)), replace=False))
+    return images, masks, ClipPlan(first, prompts, corrections)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    cfg = load_config(args.config, args.image_size)
+    model = build_sam2(cfg, stability=False).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    args.out.mkdir(parents=True, exist_ok=True)
+    last = args.out / "last.pt"
+    step, elapsed, history = 0, 0.0, []
+    if last.exists():
+        state = torch.load(last, weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step, elapsed = int(state["step"]), float(state["elapsed"])
+        history = json.loads(state["history"])
+        print(f"resuming from {last} at step {step}", file=sys.stderr)
+    started = time.monotonic()
+
+    def save() -> None:
+        tmp = last.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                    "elapsed": elapsed + time.monotonic() - started, "history": json.dumps(history)}, tmp)
+        tmp.replace(last)
+
+    with Progress("training", args.steps) as bar:
+        bar.update(step)
+        while step < args.steps:
+            rng = np.random.default_rng((args.seed, step))
+            images, masks, plan = make_batch(rng, cfg.image_size, args.batch, args.frames)
+            for g in opt.param_groups:
+                g["lr"] = learning_rate(step, args)
+            loss, parts = unroll(model, images, masks, plan, rng)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            history.append({"step": step, "loss": loss.item(), **parts})
+            step += 1
+            bar.update()
+            if step % 10 == 0:
+                recent = history[-10:]
+                print(f"step {step} loss {np.mean([h['loss'] for h in recent]):.4f} "
+                      + " ".join(f"{k} {np.mean([h[k] for h in recent if k in h]):.4f}" for k in ("mask", "iou", "score")),
+                      file=sys.stderr, flush=True)
+            if step % args.save_every == 0 or step == args.steps:
+                save()
+            if args.max_minutes is not None and time.monotonic() - started > 60 * args.max_minutes:
+                save()
+                print(f"stopped after {args.max_minutes} min at step {step}; run again to resume", file=sys.stderr)
+                return 3
+    total = elapsed + time.monotonic() - started
+    model.eval()
+    torch.save({"model": model.state_dict()}, args.out / "nano.pt")
+    tail = history[-100:]
+    record = {
+        "command": "python tools/train_nano.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "config": cfg.name, "seed": args.seed, "steps": args.steps, "batch": args.batch, "frames": args.frames,
+        "lr": args.lr, "threads": args.threads, "train_minutes": round(total / 60, 1),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
+        "first_100_steps_loss": round(float(np.mean([h["loss"] for h in history[:100]])), 4),
+        "final_100_steps": {k: round(float(np.mean([h[k] for h in tail if k in h])), 4) for k in ("loss", "mask", "iou", "score")},
+    }
+    (args.out / "nano.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps(record, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
