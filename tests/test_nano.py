@@ -38,11 +38,11 @@ def batch_loss(state_dict: dict, seed: int = 123) -> float:
     model = build_sam2(load_config("nano", 128), stability=False).train()
     model.load_state_dict(state_dict)
     rng = np.random.default_rng(seed)
-    images, masks, plan = train.make_batch(rng, 128, 2, 3)
+    images, masks, row_clip, plan = train.make_batch(rng, 128, 2, 3, 2)
     from streamtrack.training.unroll import unroll
 
     with torch.no_grad():
-        return float(unroll(model, images, masks, plan, rng)[0])
+        return float(unroll(model, images, masks, row_clip, plan, rng)[0])
 
 
 def test_training_lowers_the_loss(tmp_path):

@@ -291,3 +291,15 @@ def test_unknown_source_is_a_clear_error():
 
     with pytest.raises(SourceError, match="nowhere"):
         open_source("nowhere/clip.mp4")
+
+
+def test_run_on_a_file_ends_at_its_end_with_status_0_and_every_frame_tracked(small_model_files, tmp_path):
+    from test_sources import write_mp4
+
+    cfg, ckpt = small_model_files
+    clip = write_mp4(tmp_path / "clip.mp4", 10)
+    done = subprocess.run(cli("run", "--source", str(clip), "--config", str(cfg), "--checkpoint", str(ckpt),
+                              "--box", "5,5,40,30", "--pub", free_addr(), "--control", free_addr()),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "the source ended" in done.stderr and "tracked 10," in done.stderr, done.stderr

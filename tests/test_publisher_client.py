@@ -263,6 +263,40 @@ def test_curve_publisher_serves_authorised_clients_only(closing, tmp_path):
     assert stranger.recv(0.3) is None and plain.recv(0.1) is None
 
 
+@pytest.mark.skipif(not zmq.has("curve"), reason="libzmq was built without CURVE")
+def test_curve_control_channel_obeys_authorised_clients_only(tmp_path):
+    (tmp_path / "server").mkdir()
+    (tmp_path / "clients").mkdir()
+    server_pub, server_secret = zmq.auth.create_certificates(tmp_path / "server", "server")
+    zmq.auth.create_certificates(tmp_path / "clients", "alice")
+    alice = zmq.auth.load_certificate(tmp_path / "clients" / "alice.key_secret")
+    server_key = zmq.auth.load_certificate(server_pub)[0]
+    server = ControlServer(ANY_PORT, curve=CurveServer.from_certificate(server_secret, tmp_path / "clients"))
+    handled: list[str] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            server.poll(lambda r: handled.append(r.cmd) or {"cmd": r.cmd})
+            zmq.select([server.socket], [], [], 0.02)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        for client in (ControlClient(server.addr, timeout=1.0, curve_server_key=server_key),  # unknown key
+                       ControlClient(server.addr, timeout=1.0)):  # no CURVE at all
+            with client, pytest.raises(ControlTimeout):
+                client.reset()
+        assert handled == [], "an unauthorised client changes nothing"
+        with ControlClient(server.addr, timeout=5.0, curve_server_key=server_key, curve_keypair=alice) as ok:
+            assert ok.reset() == {"cmd": "reset"}
+        assert handled == ["reset"]
+    finally:
+        stop.set()
+        thread.join(2)
+        server.close()
+
+
 # -------------------------------------------------------------------------- control client
 
 

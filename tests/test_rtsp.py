@@ -99,12 +99,17 @@ class Recorder:
         return [s for _, s, _ in self.events]
 
 
+AGES_MS: dict[int, float] = {}
+"""seq -> how old each frame was when the consumer took it (ms)."""
+
+
 def frames_until(cap: Capture, done, limit_s: float, frames: list[CapturedFrame]) -> None:
     """Append captured frames until ``done(frames)`` (bounded in time)."""
     deadline = time.monotonic() + limit_s
     while not done(frames):
         assert time.monotonic() < deadline, f"waited {limit_s} s; got {len(frames)} frames"
         if (f := cap.get(timeout=0.2)) is not None:
+            AGES_MS[f.seq] = (time.monotonic_ns() - f.t_capture_ns) / 1e6
             frames.append(f)
 
 
@@ -128,12 +133,16 @@ def test_capture_reconnects_after_the_rtsp_server_is_killed_and_restarted(server
         server.kill()  # mid-stream: the clip loops forever
         time.sleep(0.5)  # down long enough for a reconnect attempt to be refused
         server.start()
+        t_restarted = time.monotonic()
         frames_until(cap, lambda fs: len(fs) > 10 and len(session_frames(fs, fs[-1].session)) >= 10
                      and fs[-1].session != first, 20, frames)
     finally:
         assert cap.stop()
     second = frames[-1].session
     assert len(session_frames(frames, first)) >= 10 and len(session_frames(frames, second)) >= 10
+    back_after = session_frames(frames, second)[0].t_capture_ns / 1e9 - t_restarted
+    print(f"first frame {back_after:.2f} s after the restart (backoff cap 1 s + open)")
+    assert back_after < 1.0 + 5.0, "within the backoff cap plus the open timeout"
     seqs = [f.seq for f in frames]
     assert seqs == sorted(set(seqs)), "sequence numbers keep rising across the reconnect"
     assert status.states[0] == "running" and status.states[-1] == "running"
@@ -162,6 +171,8 @@ def test_frozen_rtsp_server_is_a_stall_and_the_capture_reconnects_when_it_thaws(
             assert time.monotonic() < deadline, "a frozen server is noticed within the read timeout"
             cap.get(timeout=0.1)
         t_noticed = next(t for t, s, _ in status.events if s == "reconnecting")
+        while time.monotonic() < t_frozen + 10:  # frozen for 10 s in all
+            cap.get(timeout=0.1)
         server.signal(signal.SIGCONT)
         frames_until(cap, lambda fs: len(session_frames(fs, fs[-1].session)) >= 5 and fs[-1].session != first,
                      20, frames)
@@ -170,4 +181,7 @@ def test_frozen_rtsp_server_is_a_stall_and_the_capture_reconnects_when_it_thaws(
     reason = next(d for _, s, d in status.events if s == "reconnecting")
     assert "stalled" in reason, reason
     assert 0.8 <= t_noticed - t_frozen < 4, "noticed after about the 1 s read timeout"
-    assert status.states[-1] == "running" and cap.counters.reconnects == 1
+    assert status.states[-1] == "running" and cap.counters.reconnects >= 1
+    after = [AGES_MS[f.seq] for f in session_frames(frames, frames[-1].session)]
+    print(f"stall noticed after {t_noticed - t_frozen:.2f} s; frame age after the thaw: max {max(after):.0f} ms")
+    assert max(after) < 500, "no burst of stale frames after the thaw"

@@ -304,3 +304,34 @@ def test_close_from_another_thread_while_ffmpeg_is_blocked_is_safe():
         t.join(5.0)
     assert not t.is_alive() and len(errors) == 1 and "cannot be opened" in str(errors[0])
     assert src.read() is None, "a closed source reads nothing"
+
+
+def damaged_copy(path: Path, out: Path, hits: int = 50, seed: int = 0) -> Path:
+    """``path`` with ``hits`` random bytes overwritten in its middle half."""
+    data = bytearray(path.read_bytes())
+    rng = np.random.default_rng(seed)
+    for i in rng.integers(len(data) // 4, 3 * len(data) // 4, hits):
+        data[i] = int(rng.integers(256))
+    out.write_bytes(bytes(data))
+    return out
+
+
+def test_damaged_video_frames_are_a_clear_error_in_a_file_and_a_counted_skip_live(tmp_path, caplog):
+    """Damaged packets end a file with a SourceError naming it; a live stream skips and counts them."""
+    clip = write_mp4(tmp_path / "clip.mp4", 12)
+    outcomes = []
+    for seed in range(8):
+        bad = damaged_copy(clip, tmp_path / f"bad{seed}.mp4", seed=seed)
+        for live in (False, True):
+            src = AVSource(bad)
+            src.live = live  # as for a network stream carrying the same bytes
+            frames = None
+            try:
+                frames = read_all(src)
+            except SourceError as e:
+                assert str(bad) in str(e), "the error names the source"
+            outcomes.append((seed, live, frames is not None, src.damaged_packets))
+    assert any(not live and not ok for _, live, ok, _ in outcomes), "some file is refused with a SourceError"
+    skipped = [n for _, live, ok, n in outcomes if live and ok]
+    assert any(n > 0 for n in skipped), "a live stream skips damaged packets and counts them"
+    assert "undecodable packet" in caplog.text

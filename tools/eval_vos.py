@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="nano",
                    help="model config name from configs/ or a YAML path (default %(default)s)")
     p.add_argument("--checkpoint", default=None,
-                   help="checkpoint (.pt); default: whatever streamtrack.checkpoint.load_model loads without one")
+                   help="checkpoint (.pt); default: the shipped weights for --config nano (required otherwise)")
     p.add_argument("--image-size", type=int, default=None, metavar="N",
                    help="model input size (default from the config)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from streamtrack.checkpoint import load_model
+    from streamtrack.checkpoint import load_model, resolve_checkpoint
     from streamtrack.config import load_config
     from streamtrack.progress import Progress
     from streamtrack.tracker import Tracker, TrackerConfig
@@ -108,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.config, args.image_size)  # fail fast on a bad config or size
     clips, total_frames = open_clips(args)
+    args.checkpoint = resolve_checkpoint(args.config, args.checkpoint)
     model = load_model(args.config, args.checkpoint, args.image_size, args.device)
 
     scores, rows, all_latency = [], [], []

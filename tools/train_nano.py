@@ -37,6 +37,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=3000, help="optimiser steps (default: 3000)")
     ap.add_argument("--batch", type=int, default=4, help="clips per step (default: 4)")
     ap.add_argument("--frames", type=int, default=8, help="frames per clip (default: 8)")
+    ap.add_argument("--objects", type=int, default=3, help="objects tracked side by side per clip, at most (default: 3)")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="start from these weights (a nano.pt of an earlier stage) instead of random ones")
     ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: 1e-3)")
     ap.add_argument("--warmup", type=int, default=100, help="linear warm-up steps (default: 100)")
     ap.add_argument("--seed", type=int, default=0)
@@ -54,16 +57,20 @@ def learning_rate(step: int, args: argparse.Namespace) -> float:
     return args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
-def make_batch(rng: np.random.Generator, size: int, batch: int, frames: int) -> tuple[torch.Tensor, torch.Tensor, ClipPlan]:
-    """float[B, T, 3, S, S] normalised images, float[B, T, S, S] masks, and how they are prompted."""
-    clips = [sample_clip(rng, size, frames) for _ in range(batch)]
+def make_batch(rng: np.random.Generator, size: int, batch: int, frames: int, objects: int
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, ClipPlan]:
+    """float[C, T, 3, S, S] normalised images, float[R, T, S, S] masks of the R objects, int[R]
+    clip of each object, and how they are prompted."""
+    clips = [sample_clip(rng, size, frames, objects) for _ in range(batch)]
     images = torch.from_numpy(np.stack([c.images for c in clips])).permute(0, 1, 4, 2, 3).float().div(255)
     images = normalize(images.flatten(0, 1)).view(batch, frames, 3, size, size)
-    masks = torch.from_numpy(np.stack([c.masks for c in clips])).float()
+    masks = torch.from_numpy(np.concatenate([c.masks for c in clips])).float()
+    row_clip = torch.tensor([i for i, c in enumerate(clips) for _ in range(len(c.masks))])
     first = ("mask", "box", "points")[int(rng.choice(3, p=[0.3, 0.35, 0.35]))]
-    prompts = [first_frame_prompt(rng, c.masks[0], first) for c in clips] if first != "mask" else []
+    rows = [m for c in clips for m in c.masks]
+    prompts = [first_frame_prompt(rng, m[0], first) for m in rows] if first != "mask" else []
     corrections = frozenset(int(f) for f in rng.choice(np.arange(1, frames), size=int(rng.integers(0, 2)), replace=False))
-    return images, masks, ClipPlan(first, prompts, corrections)
+    return images, masks, row_clip, ClipPlan(first, prompts, corrections)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     cfg = load_config(args.config, args.image_size)
     model = build_sam2(cfg, stability=False).train()
+    if args.init is not None:
+        model.load_state_dict(torch.load(args.init, weights_only=True)["model"])
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     args.out.mkdir(parents=True, exist_ok=True)
     last = args.out / "last.pt"
@@ -95,10 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         bar.update(step)
         while step < args.steps:
             rng = np.random.default_rng((args.seed, step))
-            images, masks, plan = make_batch(rng, cfg.image_size, args.batch, args.frames)
+            images, masks, row_clip, plan = make_batch(rng, cfg.image_size, args.batch, args.frames, args.objects)
             for g in opt.param_groups:
                 g["lr"] = learning_rate(step, args)
-            loss, parts = unroll(model, images, masks, plan, rng)
+            loss, parts = unroll(model, images, masks, row_clip, plan, rng)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -123,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     tail = history[-100:]
     record = {
         "command": "python tools/train_nano.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "config": cfg.name, "seed": args.seed, "steps": args.steps, "batch": args.batch, "frames": args.frames,
+        "config": cfg.name, "init": None if args.init is None else str(args.init), "seed": args.seed,
+        "steps": args.steps, "batch": args.batch, "frames": args.frames, "objects": args.objects,
         "lr": args.lr, "threads": args.threads, "train_minutes": round(total / 60, 1),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
         "first_100_steps_loss": round(float(np.mean([h["loss"] for h in history[:100]])), 4),

@@ -8,6 +8,7 @@ URLs never leave this module.
 from __future__ import annotations
 
 import inspect
+import logging
 import re
 import threading
 import time
@@ -22,6 +23,8 @@ import cv2
 
 from streamtrack.live.types import RawFrame
 from streamtrack.video_file import Frame, FrameSource, SourceError
+
+log = logging.getLogger(__name__)
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "srt")
 """URL schemes read as live streams. HLS is an http(s) URL to an .m3u8 playlist."""
@@ -220,6 +223,8 @@ class AVSource(Source):
         self._container: av.container.InputContainer | None = None
         self._frames: Iterator[av.VideoFrame] | None = None
         self._guard = _CloseGuard()
+        self.damaged_packets = 0
+        """Undecodable packets of a live stream skipped so far (each costs its frame)."""
 
     def _ffmpeg_options(self, rtsp_transport: str) -> dict[str, str]:
         if not self.live:
@@ -284,6 +289,8 @@ class AVSource(Source):
                 bad += 1
                 if not self.live or bad > self.MAX_BAD_PACKETS:
                     raise
+                self.damaged_packets += 1
+                log.warning("%s: skipped an undecodable packet (%d so far)", self.describe(), self.damaged_packets)
                 continue
             bad = 0
             yield from frames

@@ -19,7 +19,7 @@ class Clip:
     images: np.ndarray
     """uint8[T, S, S, 3]."""
     masks: np.ndarray
-    """bool[T, S, S]: the tracked object's visible pixels."""
+    """bool[K, T, S, S]: the visible pixels of each of the K tracked objects."""
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,10 @@ def train_scene_config(size: int, rng: np.random.Generator) -> SceneConfig:
                        num_distractors=int(rng.integers(0, 3)), fps=float(rng.uniform(6.0, 14.0)))
 
 
-def sample_clip(rng: np.random.Generator, size: int, frames: int) -> Clip:
-    """A clip of ``frames`` frames at ``size`` x ``size`` whose object is well visible on frame 0."""
+def sample_clip(rng: np.random.Generator, size: int, frames: int, max_objects: int = 1) -> Clip:
+    """A clip of ``frames`` frames at ``size`` x ``size`` with up to ``max_objects`` tracked objects,
+    each well visible on frame 0. Several objects of one clip are tracked side by side, as the
+    tracker does: their masks differ only through what each one's memory holds."""
     while True:
         seed = int(rng.integers(TRAIN_SEEDS.start, TRAIN_SEEDS.stop))
         scene = Scene(train_scene_config(size, rng), seed)
@@ -48,13 +50,13 @@ def sample_clip(rng: np.random.Generator, size: int, frames: int) -> Clip:
         candidates = [k for k, m in first.items() if m.mean() >= MIN_FIRST_AREA]
         if not candidates:
             continue
-        obj = candidates[int(rng.integers(len(candidates)))]
-        images, masks = [first_rgb], [first[obj]]
+        objs = [candidates[i] for i in rng.permutation(len(candidates))[:max_objects]]
+        images, masks = [first_rgb], [[first[k] for k in objs]]
         for i in range(start + 1, start + frames):
             rgb, gt = scene.render(i)
             images.append(rgb)
-            masks.append(gt[obj])
-        return Clip(np.stack(images), np.stack(masks))
+            masks.append([gt[k] for k in objs])
+        return Clip(np.stack(images), np.stack(masks).transpose(1, 0, 2, 3))
 
 
 def interior_point(rng: np.random.Generator, region: np.ndarray) -> tuple[float, float]:

@@ -34,7 +34,7 @@ class ClipPlan:
     first: str
     """"mask", "box" or "points"."""
     first_prompts: list[PointPrompt] = field(default_factory=list)
-    """Per clip, for "box" and "points"."""
+    """Per object, for "box" and "points"."""
     corrections: frozenset[int] = frozenset()
     """Frames (>= 1) that get a correction click."""
 
@@ -49,19 +49,22 @@ class _Memory:
     cond: bool
 
 
-def unroll(model: SAM2, images: torch.Tensor, masks: torch.Tensor, plan: ClipPlan, rng: np.random.Generator
-           ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Loss of B clips. ``images: float[B, T, 3, S, S]`` normalised; ``masks: float[B, T, S, S]`` in {0, 1}.
+def unroll(model: SAM2, images: torch.Tensor, masks: torch.Tensor, row_clip: torch.Tensor, plan: ClipPlan,
+           rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss of R objects in C clips, tracked side by side.
 
-    Returns the mean over scored frames of :func:`frame_loss`, and averaged loss parts.
+    ``images: float[C, T, 3, S, S]`` normalised; ``masks: float[R, T, S, S]`` in {0, 1};
+    ``row_clip: int[R]``, the clip of each object. Returns the mean over scored frames of
+    :func:`frame_loss`, and averaged loss parts.
     """
-    b, t_len, _, s, _ = images.shape
+    n_clips, t_len, _, s, _ = images.shape
+    b = masks.shape[0]
     dev = images.device
     feats = model.encode_image(images.flatten(0, 1))
     c, h, w = feats.embed.shape[1:]
-    embed = feats.embed.view(b, t_len, c, h, w)
+    embed = feats.embed.view(n_clips, t_len, c, h, w)[row_clip]
     embed_pos = feats.embed_pos[:1]
-    hr = [x.view(b, t_len, *x.shape[1:]) for x in feats.high_res]
+    hr = [x.view(n_clips, t_len, *x.shape[1:])[row_clip] for x in feats.high_res]
     grid_pe = sine_position_encoding(model.cfg.mem_dim, h, w, dev).flatten(1).transpose(0, 1)  # [hw, m]
 
     memories: list[_Memory] = []
@@ -106,7 +109,7 @@ def unroll(model: SAM2, images: torch.Tensor, masks: torch.Tensor, plan: ClipPla
 
 def _correct(model: SAM2, pix: torch.Tensor, frame_hr: tuple[torch.Tensor, torch.Tensor], chosen: heads.HeadOutput,
              target: torch.Tensor, rng: np.random.Generator, score) -> heads.HeadOutput:  # noqa: ANN001
-    """Decode again with one click on each clip's error (clips with no error get a padding point)."""
+    """Decode again with one click on each object's error (objects with no error get a padding point)."""
     pred = (chosen.high_res.detach()[:, 0] > 0).cpu().numpy()
     gt = target[:, 0].cpu().numpy() > 0.5
     prompts = []
