@@ -26,6 +26,11 @@ from streamtrack.training.losses import frame_loss
 LIVE_PTR_WINDOW = 15
 """Pointer ages are divided by this, as the tracker does on live streams of unknown length."""
 
+EMBED_WEIGHT = 0.01
+"""Weight of mean(embedding^2) in the loss. Trained from scratch without it, the image embedding
+grows (mean |x| 0.5 -> 19 within 600 steps) until the mask prompt and the mask in the memory
+encoder, both added to it, no longer matter: every object gets the same memory and mask."""
+
 
 @dataclass(frozen=True)
 class ClipPlan:
@@ -84,6 +89,10 @@ def unroll(model: SAM2, images: torch.Tensor, masks: torch.Tensor, row_clip: tor
         raw = embed[:, t]
         cond = t == 0
         if t == 0 and plan.first == "mask":
+            # The mask is the answer (as in the tracker); decoding it as a mask input is trained
+            # too, since the object pointer comes from that decode.
+            no_xy, no_lab = heads.no_points(b, dev)
+            score(model.decode(raw, frame_hr, no_xy, no_lab, model.mask_downsample(target), multimask=False), target)
             chosen = heads.mask_as_output(model, raw, frame_hr, target)
         elif t == 0:
             coords, labels = (torch.from_numpy(a).to(dev) for a in pad_prompts(plan.first_prompts))
@@ -104,7 +113,9 @@ def unroll(model: SAM2, images: torch.Tensor, masks: torch.Tensor, row_clip: tor
         memories.append(_Memory(t, mem.float(), chosen.obj_ptr, cond))
 
     n = max(len(losses), 1)
-    return torch.stack(losses).mean(), {k: v / n for k, v in parts.items()}
+    embed_term = feats.embed.pow(2).mean()
+    out = {k: v / n for k, v in parts.items()} | {"embed": embed_term.item()}
+    return torch.stack(losses).mean() + EMBED_WEIGHT * embed_term, out
 
 
 def _correct(model: SAM2, pix: torch.Tensor, frame_hr: tuple[torch.Tensor, torch.Tensor], chosen: heads.HeadOutput,
