@@ -27,7 +27,7 @@ import numpy as np
 import zmq
 
 from streamtrack.live import rle
-from streamtrack.live.wire import FrameMessage, Message, ObjectInfo, StatusMessage, WireError, decode
+from streamtrack.live.wire import KERNEL_BUFFER_BYTES, FrameMessage, Message, ObjectInfo, StatusMessage, WireError, decode
 
 __all__ = [
     "ControlClient", "ControlError", "ControlTimeout", "FrameMessage", "ObjectInfo", "StatusMessage",
@@ -71,6 +71,7 @@ class Subscriber:
         try:
             self._socket.linger = 0
             self._socket.rcvhwm = rcvhwm
+            self._socket.rcvbuf = KERNEL_BUFFER_BYTES  # a backlog stays small: see the publisher
             _set_curve_client(self._socket, curve_server_key, curve_keypair)
             for topic in topics:
                 self._socket.setsockopt(zmq.SUBSCRIBE, topic.encode())

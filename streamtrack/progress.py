@@ -14,7 +14,9 @@ class Progress:
     line is printed every 10% (or every 100 items when the total is unknown).
     """
 
-    def __init__(self, label: str, total: int | None, stream: TextIO = sys.stderr) -> None:
+    def __init__(self, label: str, total: int | None, stream: TextIO | None = None) -> None:
+        # sys.stderr looked up now, not at import: it may have been replaced since.
+        stream = sys.stderr if stream is None else stream
         self.label, self.total, self.stream = label, total, stream
         self.count = 0
         self.start = time.monotonic()

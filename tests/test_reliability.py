@@ -141,18 +141,22 @@ from streamtrack.client import Subscriber
 sub = Subscriber(sys.argv[1], topics=("frame",))
 print("ready", flush=True)
 end = time.monotonic() + float(sys.argv[3])
-got = 0
-while time.monotonic() < end:
-    if sub.recv(timeout=0.5) is not None:
+got, seqs = 0, []
+while time.monotonic() < end and not (sub.missed and len(sys.argv) > 4):
+    if (msg := sub.recv(timeout=0.5)) is not None:
         got += 1
+        seqs.append(msg.seq)
         time.sleep(float(sys.argv[2]))
-print(got, sub.missed, flush=True)
+print(got, sub.missed, seqs[0] if seqs else -1, seqs[-1] if seqs else -1, flush=True)
 """
 
 
-def subscriber_process(addr: str, sleep_s: float, run_s: float) -> subprocess.Popen:
+def subscriber_process(addr: str, sleep_s: float, run_s: float, until_gap: bool = False) -> subprocess.Popen:
+    """A subscriber taking ``sleep_s`` per message for ``run_s`` seconds (or, with ``until_gap``,
+    until it first misses a message), then printing: received, missed, first seq, last seq."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    proc = subprocess.Popen([sys.executable, "-c", SUBSCRIBER, addr, str(sleep_s), str(run_s)],
+    extra = ["until-gap"] if until_gap else []
+    proc = subprocess.Popen([sys.executable, "-c", SUBSCRIBER, addr, str(sleep_s), str(run_s), *extra],
                             stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdout.readline().strip() == "ready"
     return proc
@@ -187,8 +191,9 @@ def test_slow_and_stopped_subscribers_leave_the_loop_period_unchanged(running):
     time.sleep(phase)
     alone = periods_ms(tracker.calls, t0, time.monotonic())
 
-    slow = subscriber_process(p.pub_addr, 0.1, phase + 3)
-    stopped = subscriber_process(p.pub_addr, 0.0, phase + 3)
+    # It lags 20 frames a second; once the small socket buffers are full, it misses frames.
+    slow = subscriber_process(p.pub_addr, 0.1, phase + 30, until_gap=True)
+    stopped = subscriber_process(p.pub_addr, 0.0, phase + 30)
     try:
         os.kill(stopped.pid, signal.SIGSTOP)
         time.sleep(0.5)
@@ -198,7 +203,7 @@ def test_slow_and_stopped_subscribers_leave_the_loop_period_unchanged(running):
             time.sleep(0.25)
             rss.append(rss_mib())
         loaded = periods_ms(tracker.calls, t1, time.monotonic())
-        got, missed = map(int, slow.stdout.readline().split())
+        got, missed, first_seq, last_seq = map(int, slow.stdout.readline().split())
     finally:
         os.kill(stopped.pid, signal.SIGCONT)
         for proc in (slow, stopped):
@@ -207,7 +212,7 @@ def test_slow_and_stopped_subscribers_leave_the_loop_period_unchanged(running):
     p99_alone, p99_loaded = np.percentile(alone, 99), np.percentile(loaded, 99)
     print(f"loop period p50/p99: alone {np.median(alone):.2f}/{p99_alone:.2f} ms, with a slow and a stopped "
           f"subscriber {np.median(loaded):.2f}/{p99_loaded:.2f} ms; RSS {rss_before:.1f} -> max {max(rss):.1f} MiB; "
-          f"slow subscriber got {got}, missed {missed}")
+          f"slow subscriber got {got}, missed {missed} (seq {first_seq}..{last_seq})")
     assert abs(np.median(loaded) - 1e3 / FPS) < 2.0, "the loop keeps the camera's rate"
     assert p99_loaded <= p99_alone + 2.0
     assert max(rss) - rss_before < 32, "publisher memory stays flat while subscribers lag"
@@ -227,7 +232,7 @@ def test_drain_mode_gives_a_slow_consumer_fresh_masks(running):
             msg = sub.recv(timeout=1.0)
             if isinstance(msg, FrameMessage):
                 ages.append((time.time_ns() - msg.t_capture_wall_ns) / 1e6)
-                msg.masks()  # a consumer that decodes, then takes 100 ms over each frame
+                assert len(msg.masks) == 3  # a consumer that decodes, then takes 100 ms over each frame
                 time.sleep(0.1)
         skipped = sub.skipped
     period = 1e3 / FPS
@@ -275,7 +280,7 @@ def test_soak_memory_and_queues_stay_bounded(running):
     assert c.reconnects >= 1, "the source loops: it ends every 3 s and is reopened"
     assert c.tracked > 0.8 * FPS * SOAK_SECONDS
     assert slot_depth <= 1
-    assert abs(slope) < 0.1, f"RSS slope {slope:.3f} MiB/s after warm-up"
+    assert slope < 0.05, f"RSS grows {slope:.3f} MiB/s after warm-up"
     assert growth < 8
 
 

@@ -162,6 +162,9 @@ class Publisher:
         try:
             self._socket.linger = 0
             self._socket.sndhwm = sndhwm
+            # Small kernel buffers too: otherwise a slow subscriber's backlog hides in TCP
+            # buffers (megabytes: seconds of stale masks) instead of being dropped at the HWM.
+            self._socket.sndbuf = wire.KERNEL_BUFFER_BYTES
             if lockstep:
                 self._socket.xpub_nodrop = True
             self._auth = bind_server(self._context, self._socket, addr, curve, insecure)

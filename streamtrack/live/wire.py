@@ -32,6 +32,11 @@ STAGES = tuple(f.name for f in dataclasses.fields(StageTimes))
 """capture, dequeue, preprocess, image_encoder, memory_attention, decoder, memory_encoder, publish."""
 
 
+KERNEL_BUFFER_BYTES = 64 * 1024
+"""SO_SNDBUF of the publisher's socket and SO_RCVBUF of subscribers: a slow subscriber's
+backlog stays small (dropped at the high-water mark) instead of hiding in TCP buffers."""
+
+
 class WireError(ValueError):
     """A received message is not valid version-1 wire format; the message says why."""
 
