@@ -58,7 +58,7 @@ def resolve_checkpoint(config: str | Path, checkpoint: str | Path | None) -> Pat
         if not path.is_file():
             raise CheckpointError(f"the shipped nano weights are missing from this install ({path})")
         return path
-    name = Path(str(config)).stem
+    name = Path(str(config)).name.removesuffix(".yaml").removesuffix(".yml")
     hint = f" (for {name}: {OFFICIAL_FILES[name]} from Meta's SAM 2 release)" if name in OFFICIAL_FILES else ""
     raise CheckpointError(f"config {config} needs --checkpoint{hint}; only the nano model ships with streamtrack")
 
