@@ -241,15 +241,21 @@ def test_binding_beyond_loopback_requires_curve_or_an_explicit_insecure_flag(cap
         Publisher("127.0.0.1:5555")
 
 
-@pytest.mark.skipif(not zmq.has("curve"), reason="libzmq was built without CURVE")
-def test_curve_publisher_serves_authorised_clients_only(closing, tmp_path):
+def curve_keys(tmp_path: Path) -> tuple[CurveServer, bytes, tuple[bytes, bytes]]:
+    """Server keys authorising one client, alice: (server config, server public key, alice's key pair)."""
     (tmp_path / "server").mkdir()
     (tmp_path / "clients").mkdir()
     server_pub, server_secret = zmq.auth.create_certificates(tmp_path / "server", "server")
     zmq.auth.create_certificates(tmp_path / "clients", "alice")
     alice = zmq.auth.load_certificate(tmp_path / "clients" / "alice.key_secret")
     server_key = zmq.auth.load_certificate(server_pub)[0]
-    pub = Publisher(ANY_PORT, curve=CurveServer.from_certificate(server_secret, tmp_path / "clients"))
+    return CurveServer.from_certificate(server_secret, tmp_path / "clients"), server_key, alice
+
+
+@pytest.mark.skipif(not zmq.has("curve"), reason="libzmq was built without CURVE")
+def test_curve_publisher_serves_authorised_clients_only(closing, tmp_path):
+    curve, server_key, alice = curve_keys(tmp_path)
+    pub = Publisher(ANY_PORT, curve=curve)
     closing(pub)
     good = Subscriber(pub.addr, curve_server_key=server_key, curve_keypair=alice)
     closing(good)
@@ -265,13 +271,8 @@ def test_curve_publisher_serves_authorised_clients_only(closing, tmp_path):
 
 @pytest.mark.skipif(not zmq.has("curve"), reason="libzmq was built without CURVE")
 def test_curve_control_channel_obeys_authorised_clients_only(tmp_path):
-    (tmp_path / "server").mkdir()
-    (tmp_path / "clients").mkdir()
-    server_pub, server_secret = zmq.auth.create_certificates(tmp_path / "server", "server")
-    zmq.auth.create_certificates(tmp_path / "clients", "alice")
-    alice = zmq.auth.load_certificate(tmp_path / "clients" / "alice.key_secret")
-    server_key = zmq.auth.load_certificate(server_pub)[0]
-    server = ControlServer(ANY_PORT, curve=CurveServer.from_certificate(server_secret, tmp_path / "clients"))
+    curve, server_key, alice = curve_keys(tmp_path)
+    server = ControlServer(ANY_PORT, curve=curve)
     handled: list[str] = []
     stop = threading.Event()
 

@@ -88,15 +88,27 @@ def mask_as_output(
     ``raw_feat: float[B, 256, h, w]`` frame features without memory;
     ``mask: float[B, 1, S, S]`` in {0, 1} at model resolution.
     """
+    return mask_answer(model, mask, decode_mask_prompt(model, raw_feat, high_res_feats, mask))
+
+
+def decode_mask_prompt(
+    model: SAM2, raw_feat: torch.Tensor, high_res_feats: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor
+) -> DecoderOutput:
+    """The decoder's single-mask answer to ``mask: float[B, 1, S, S]`` given as a mask input (no points)."""
+    coords, labels = no_points(mask.shape[0], mask.device)
+    return model.decode(raw_feat, high_res_feats, coords, labels, model.mask_downsample(mask), False,
+                        batch=mask.shape[0])
+
+
+def mask_answer(model: SAM2, mask: torch.Tensor, inner: DecoderOutput) -> HeadOutput:
+    """The mask itself as the output, with the pointer of ``inner`` (:func:`decode_mask_prompt`)."""
     b = mask.shape[0]
     high = mask * MASK_PROMPT_SCALE + MASK_PROMPT_BIAS
     side = model.image_size // 4
     low = F.interpolate(high, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
-    coords, labels = no_points(b, mask.device)
-    inner = decode(model, raw_feat, high_res_feats, coords, labels, model.mask_downsample(mask), multimask=False)
     visible = (mask.flatten(1) > 0).any(dim=1, keepdim=True)
     score = MASK_PROMPT_SCALE * visible.float() + MASK_PROMPT_BIAS
-    ptr = mix_no_object(model, inner.obj_ptr, visible)
+    ptr = mix_no_object(model, choose(model, inner).obj_ptr, visible)
     return HeadOutput(low, high, torch.ones(b, device=mask.device), ptr, score)
 
 

@@ -91,9 +91,9 @@ def unroll(model: SAM2, images: torch.Tensor, masks: torch.Tensor, row_clip: tor
         if t == 0 and plan.first == "mask":
             # The mask is the answer (as in the tracker); decoding it as a mask input is trained
             # too, since the object pointer comes from that decode.
-            no_xy, no_lab = heads.no_points(b, dev)
-            score(model.decode(raw, frame_hr, no_xy, no_lab, model.mask_downsample(target), multimask=False), target)
-            chosen = heads.mask_as_output(model, raw, frame_hr, target)
+            inner = heads.decode_mask_prompt(model, raw, frame_hr, target)
+            score(inner, target)
+            chosen = heads.mask_answer(model, target, inner)
         elif t == 0:
             coords, labels = (torch.from_numpy(a).to(dev) for a in pad_prompts(plan.first_prompts))
             single_click = bool((labels >= 0).sum(1).eq(1).all()) and plan.first == "points"
