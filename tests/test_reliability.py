@@ -182,38 +182,55 @@ def running():
 
 
 def test_slow_and_stopped_subscribers_leave_the_loop_period_unchanged(running):
+    """The period without subscribers is measured before and after the loaded phase, so that the
+    machine's own drift between phases (it is shared and noisy) is not read as blocking; a
+    loaded phase over the bound is measured once more before the test fails."""
     h, w = 1080, 1920
     tracker = StubTracker(h, w)
     produced: list[int] = []
     p = running(tracker, lambda: TaggedCamera(h, w, produced))
     phase = 6.0
-    time.sleep(1.0)  # warm up
-    t0 = time.monotonic()
-    time.sleep(phase)
-    alone = periods_ms(tracker.calls, t0, time.monotonic())
 
-    # It lags 20 frames a second; once the small socket buffers are full, it misses frames.
-    slow = subscriber_process(p.pub_addr, 0.1, phase + 30, until_gap=True)
-    stopped = subscriber_process(p.pub_addr, 0.0, phase + 30)
-    try:
-        os.kill(stopped.pid, signal.SIGSTOP)
+    def window() -> np.ndarray:
+        t0 = time.monotonic()
+        time.sleep(phase)
+        return periods_ms(tracker.calls, t0, time.monotonic())
+
+    def loaded_window() -> tuple[np.ndarray, list[float], float, tuple[int, ...]]:
+        # It lags 20 frames a second; once the small socket buffers are full, it misses frames.
+        slow = subscriber_process(p.pub_addr, 0.1, phase + 30, until_gap=True)
+        stopped = subscriber_process(p.pub_addr, 0.0, phase + 30)
+        try:
+            os.kill(stopped.pid, signal.SIGSTOP)
+            time.sleep(0.5)
+            rss_before, rss = rss_mib(), []
+            t1 = time.monotonic()
+            while time.monotonic() < t1 + phase:
+                time.sleep(0.25)
+                rss.append(rss_mib())
+            loaded = periods_ms(tracker.calls, t1, time.monotonic())
+            counts = tuple(map(int, slow.stdout.readline().split()))
+        finally:
+            os.kill(stopped.pid, signal.SIGCONT)
+            for proc in (slow, stopped):
+                proc.kill()
+                proc.wait()
+        return loaded, rss, rss_before, counts
+
+    time.sleep(1.0)  # warm up
+    for attempt in (1, 2):
+        before = window()
+        loaded, rss, rss_before, (got, missed, first_seq, last_seq) = loaded_window()
         time.sleep(0.5)
-        rss_before, rss = rss_mib(), []
-        t1 = time.monotonic()
-        while time.monotonic() < t1 + phase:
-            time.sleep(0.25)
-            rss.append(rss_mib())
-        loaded = periods_ms(tracker.calls, t1, time.monotonic())
-        got, missed, first_seq, last_seq = map(int, slow.stdout.readline().split())
-    finally:
-        os.kill(stopped.pid, signal.SIGCONT)
-        for proc in (slow, stopped):
-            proc.kill()
-            proc.wait()
-    p99_alone, p99_loaded = np.percentile(alone, 99), np.percentile(loaded, 99)
-    print(f"loop period p50/p99: alone {np.median(alone):.2f}/{p99_alone:.2f} ms, with a slow and a stopped "
-          f"subscriber {np.median(loaded):.2f}/{p99_loaded:.2f} ms; RSS {rss_before:.1f} -> max {max(rss):.1f} MiB; "
-          f"slow subscriber got {got}, missed {missed} (seq {first_seq}..{last_seq})")
+        after = window()
+        p99_alone = max(np.percentile(before, 99), np.percentile(after, 99))
+        p99_loaded = np.percentile(loaded, 99)
+        print(f"attempt {attempt}: loop period p50/p99 alone {np.median(before):.2f}/{np.percentile(before, 99):.2f} "
+              f"then {np.median(after):.2f}/{np.percentile(after, 99):.2f} ms, with a slow and a stopped subscriber "
+              f"{np.median(loaded):.2f}/{p99_loaded:.2f} ms; RSS {rss_before:.1f} -> max {max(rss):.1f} MiB; "
+              f"slow subscriber got {got}, missed {missed} (seq {first_seq}..{last_seq})")
+        if p99_loaded <= p99_alone + 2.0:
+            break
     assert abs(np.median(loaded) - 1e3 / FPS) < 2.0, "the loop keeps the camera's rate"
     assert p99_loaded <= p99_alone + 2.0
     assert max(rss) - rss_before < 32, "publisher memory stays flat while subscribers lag"
@@ -247,8 +264,16 @@ def test_drain_mode_gives_a_slow_consumer_fresh_masks(running):
 # --- 3. memory stays bounded ---------------------------------------------------------------------
 
 SOAK_SECONDS = float(os.environ.get("STREAMTRACK_SOAK_SECONDS", "120"))
-"""RSS moves in steps of megabytes as the allocator takes and returns memory; under about 2
-minutes those steps look like a slope (40 s once measured 0.82 MiB/s where 150 s measured 0.01)."""
+FLOOR_WINDOW_S = 10.0
+"""RSS swings by tens of MiB from second to second as the allocator takes and returns large
+blocks (a 300 s soak measured 288..328 MiB around a flat floor), so a straight line through the
+raw samples reads that noise as a slope. A leak raises the floor: the minimum of each 10 s window."""
+
+
+def rss_floor(t: np.ndarray, rss: np.ndarray, since: float) -> tuple[np.ndarray, np.ndarray]:
+    """(window start, minimum RSS) of each whole ``FLOOR_WINDOW_S`` window from ``since`` on."""
+    starts = np.arange(since, t[-1] - FLOOR_WINDOW_S + 1e-9, FLOOR_WINDOW_S)
+    return starts, np.array([rss[(t >= a) & (t < a + FLOOR_WINDOW_S)].min() for a in starts])
 
 
 SOAK_SCRIPT = """
@@ -291,16 +316,30 @@ def test_soak_memory_and_queues_stay_bounded():
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     t, rss = np.array(report["samples"]).T
-    warm = t >= 0.25 * SOAK_SECONDS
-    slope = np.polyfit(t[warm], rss[warm], 1)[0]
-    growth = rss[warm][-1] - rss[warm][0]
-    print(f"soak {SOAK_SECONDS:.0f} s: RSS {rss[0]:.1f} -> {rss[-1]:.1f} MiB, slope after warm-up "
-          f"{slope * 1024:.1f} KiB/s; tracked {report['tracked']}, reconnects {report['reconnects']}")
+    starts, floor = rss_floor(t, rss, since=0.25 * SOAK_SECONDS)
+    slope = np.polyfit(starts, floor, 1)[0]
+    print(f"soak {SOAK_SECONDS:.0f} s: RSS {rss[0]:.1f} -> {rss[-1]:.1f} MiB (range {rss.min():.1f}..{rss.max():.1f}); "
+          f"floor of {FLOOR_WINDOW_S:.0f} s windows after warm-up {floor[0]:.1f} -> {floor[-1]:.1f} MiB, "
+          f"slope {slope * 1024:.1f} KiB/s; tracked {report['tracked']}, reconnects {report['reconnects']}")
     assert report["reconnects"] >= 1, "the source loops: it ends every 3 s and is reopened"
     assert report["tracked"] > 0.8 * FPS * SOAK_SECONDS
     assert report["depth"] <= 1
-    assert slope < 0.1, f"RSS grows {slope:.3f} MiB/s after warm-up"
-    assert growth < 8
+    assert len(floor) >= 5
+    assert slope < 0.05, f"the RSS floor grows {slope:.3f} MiB/s after warm-up"
+    assert floor[-1] - floor[0] < 8
+    assert rss[t >= 0.25 * SOAK_SECONDS].max() < floor.min() + 96, "peaks stay bounded above the floor"
+
+
+def test_the_rss_floor_sees_a_leak_through_allocator_noise():
+    """The statistic above, on synthetic samples: a flat floor with 40 MiB swings passes, and
+    the same swings over a 0.1 MiB/s leak fail."""
+    rng = np.random.default_rng(0)
+    t = np.arange(1.0, SOAK_SECONDS + 1)
+    noise = 290 + 40 * (rng.random(t.size) < 0.4) * rng.random(t.size)
+    for leak, grows in ((0.0, False), (0.1, True)):
+        starts, floor = rss_floor(t, noise + leak * t, since=0.25 * SOAK_SECONDS)
+        slope = np.polyfit(starts, floor, 1)[0]
+        assert (slope >= 0.05 or floor[-1] - floor[0] >= 8) == grows
 
 
 # --- 6. camera failure ---------------------------------------------------------------------------

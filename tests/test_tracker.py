@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-import streamtrack.tracker.tracker as tracker_module
+import streamtrack.tracker.graph as graph_module
 from streamtrack.checkpoint import load_model
 from streamtrack.tracker import Prompt, PromptError, Tracker, TrackerConfig
 from video import moving_shapes
@@ -146,14 +146,14 @@ def test_malformed_prompts_are_rejected(kwargs, message):
 def test_per_frame_step_shapes_are_fixed(model, frames, monkeypatch):
     """With fixed shapes, objects come and go within capacity and the step's inputs never change shape."""
     seen: list[tuple] = []
-    real_step = tracker_module.frame_step
+    real_step = graph_module.frame_step
 
     def recording_step(model_, bank, feats, frame, rows, active, fixed, stream_length, times):
         tensors = [feats.embed, feats.embed_pos, *feats.high_res, rows, active, *bank.tensors()]
         seen.append(tuple((tuple(t.shape), t.dtype) for t in tensors))
         return real_step(model_, bank, feats, frame, rows, active, fixed, stream_length, times)
 
-    monkeypatch.setattr(tracker_module, "frame_step", recording_step)
+    monkeypatch.setattr(graph_module, "frame_step", recording_step)
     tracker = Tracker(model, TrackerConfig(max_objects=3, fixed_shapes=True))
     script = {0: [POINT], 3: [BOX], 6: "remove 1", 9: [Prompt(3, points=((20.0, 20.0),), labels=(1,))], 12: "remove 2"}
     for t, frame in enumerate(frames[:16]):

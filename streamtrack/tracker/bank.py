@@ -87,7 +87,7 @@ class MemoryBank:
         return sorted(self.spatial_frame[row, :c][valid].tolist())
 
     def write_recent(
-        self, rows: torch.Tensor, frame: int, feats: torch.Tensor, ptrs: torch.Tensor, valid: torch.Tensor | bool = True
+        self, rows: torch.Tensor, frame: int | torch.Tensor, feats: torch.Tensor, ptrs: torch.Tensor, valid: torch.Tensor | bool = True
     ) -> None:
         """Store tracked-frame memories ``bf16[R, 64, h, w]`` and pointers ``float[R, 256]`` for ``rows``
         (int[R]); ``valid`` (bool[R]) says which rows' entries count."""

@@ -32,7 +32,7 @@ class MemoryView:
 
 
 def memory_view(
-    model: SAM2, bank: MemoryBank, rows: torch.Tensor, frame: int, fixed_shapes: bool, stream_length: int | None = None
+    model: SAM2, bank: MemoryBank, rows: torch.Tensor, frame: int | torch.Tensor, fixed_shapes: bool, stream_length: int | None = None
 ) -> MemoryView:
     """Gather the memories object ``rows`` (int[R]) may use on ``frame``.
 
@@ -126,7 +126,7 @@ def frame_step(
     model: SAM2,
     bank: MemoryBank,
     feats: BackboneFeatures,
-    frame: int,
+    frame: int | torch.Tensor,
     rows: torch.Tensor,
     active: torch.Tensor,
     fixed_shapes: bool,
@@ -134,6 +134,9 @@ def frame_step(
     times: StageTimes | None = None,
 ) -> heads.HeadOutput:
     """Track bank ``rows`` (int[R]) on ``frame`` and store their new memories.
+
+    ``frame`` may be a 0-dim long tensor: then nothing here reads a value back to the host,
+    and the step can be recorded as a CUDA graph (see :mod:`streamtrack.tracker.graph`).
 
     ``active: bool[R]`` marks the rows that hold objects; only those get memories
     marked valid. With fixed shapes the caller passes every row, so every tensor

@@ -20,6 +20,7 @@ from streamtrack.preprocess import image_to_input, logits_to_source, to_model_co
 from streamtrack.timing import StageTimes
 from streamtrack.tracker import heads
 from streamtrack.tracker.bank import BankShape, MemoryBank
+from streamtrack.tracker.graph import StaticStep
 from streamtrack.tracker.step import condition_on_memory, frame_step, memory_view
 from streamtrack.tracker.types import FrameResult, ObjectResult, Prompt, PromptError, TrackerConfig
 
@@ -67,6 +68,11 @@ class Tracker:
             self.device,
         )
         self.fixed_shapes = config.fixed_shapes if config.fixed_shapes is not None else self.device.type == "cuda"
+        graph = config.cuda_graph if config.cuda_graph is not None else self.device.type == "cuda"
+        if graph and not (self.fixed_shapes and self.device.type == "cuda"):
+            raise ValueError("cuda_graph needs a CUDA device and fixed_shapes")
+        self.static_step = StaticStep(model, self.bank, config.stream_length, graph) if self.fixed_shapes else None
+        """With fixed shapes, the frame step on static buffers (a CUDA graph on CUDA)."""
         self._objects: dict[int, _Object] = {}
         self._frame: _Frame | None = None
         self._next_index = 0
@@ -113,17 +119,17 @@ class Tracker:
     def _track_objects(self, objs: list[_Object], times: StageTimes | None = None) -> None:
         """Run the per-frame step for every object, in one batch."""
         frame = self._frame
-        if self.fixed_shapes:  # every row, so shapes never depend on the object count
-            rows = torch.arange(self.config.max_objects, device=self.device)
+        if self.static_step is not None:  # every row, so shapes never depend on the object count
             active = torch.zeros(self.config.max_objects, dtype=torch.bool, device=self.device)
             active[[o.row for o in objs]] = True
             index = [o.row for o in objs]
+            out = self.static_step(frame.feats, frame.index, active, times)
         else:
             rows = torch.tensor([o.row for o in objs], device=self.device)
             active = torch.ones(len(objs), dtype=torch.bool, device=self.device)
             index = list(range(len(objs)))
-        out = frame_step(self.model, self.bank, frame.feats, frame.index, rows, active, self.fixed_shapes,
-                         self.config.stream_length, times)
+            out = frame_step(self.model, self.bank, frame.feats, frame.index, rows, active, False,
+                             self.config.stream_length, times)
         low = fill_holes(out.low_res[index], self.config.fill_hole_area)
         for i, (o, k) in enumerate(zip(objs, index)):
             o.low_res, o.object_score, o.iou = low[i : i + 1], out.object_score[k : k + 1], float(out.iou[k])

@@ -38,6 +38,9 @@ class TrackerConfig:
     """True: the per-frame step attends over every memory slot with masks, so its tensor
     shapes never change (CUDA graphs need this). False: only the slots in use (exact, less
     work, shapes vary). None: True on CUDA, False elsewhere."""
+    cuda_graph: bool | None = None
+    """Record the fixed-shape frame step as a CUDA graph after two warm-up frames and replay it
+    (needs CUDA and fixed shapes). Per-stage times then cover the step as a whole. None: on CUDA."""
 
     def __post_init__(self) -> None:
         if self.max_objects < 1:
