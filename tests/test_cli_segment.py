@@ -128,7 +128,9 @@ def test_help_lists_commands():
 def test_bench_reports_steady_state_stages(small_model_files, tmp_path):
     cfg, _ = small_model_files
     out = tmp_path / "bench.json"
-    proc = run_cli("bench", "--config", str(cfg), "--frames", "18", "--objects", "2", "--json", str(out))
+    plot = tmp_path / "bench.png"
+    proc = run_cli("bench", "--config", str(cfg), "--frames", "18", "--objects", "2", "--json", str(out),
+                   "--pipeline-frames", "20", "--fps", "10", "--plot", str(plot))
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     assert report["steady_frames"] == 2 and report["objects"] == 2
@@ -137,4 +139,16 @@ def test_bench_reports_steady_state_stages(small_model_files, tmp_path):
     assert all(v > 0 for v in stages.values())
     assert report["frame_ms_median"] >= sum(stages.values()) * 0.9
     assert "frames/s" in proc.stdout
+    work = report["stage_gflop"]
+    assert all(work[s] > 0 for s in ("image_encoder", "memory_attention", "decoder", "memory_encoder"))
+    assert all(0 < report["stage_gflops_per_s"][s] for s in work if s != "other")
+    assert report["matmul_ceiling_gflops_per_s"] > 0 and "matmul ceiling" in proc.stdout
+    live = report["pipeline"]
+    assert live["tracked"] == 20 and live["received"] == 20 - 16  # frames after warm-up
+    assert live["captured"] >= live["tracked"] + live["dropped_stale"]
+    lat = live["capture_to_receipt_ms"]
+    assert 0 < lat["median"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+    assert "capture to subscriber" in proc.stdout and "dropped:" in proc.stdout
+    assert cv2.imread(str(plot)) is not None
     assert run_cli("bench", "--frames", "5").returncode == 2
+    assert run_cli("bench", "--pipeline-frames", "3").returncode == 2

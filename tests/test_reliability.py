@@ -35,11 +35,13 @@ FPS = 30.0
 class StubTracker:
     """Answers every frame with the same masks of three objects, in well under a frame period.
 
-    ``calls`` holds (time.monotonic(), frame tag) per tracked frame; the tag is the number a
-    :class:`TaggedCamera` wrote into the frame's first pixels (-1 for other sources).
+    ``calls`` holds (time.monotonic(), frame tag) per tracked frame, unless ``record`` is False
+    (the soak: the list would grow with it); the tag is the number a :class:`TaggedCamera`
+    wrote into the frame's first pixels (-1 for other sources).
     """
 
-    def __init__(self, height: int, width: int) -> None:
+    def __init__(self, height: int, width: int, record: bool = True) -> None:
+        self.record = record
         self.objects = []
         for k in range(3):
             mask = np.zeros((height, width), np.uint8)
@@ -56,7 +58,8 @@ class StubTracker:
         return [o.obj_id for o in self.objects]
 
     def track(self, rgb: np.ndarray, times=None) -> FrameResult:  # noqa: ANN001 - StageTimes, unused
-        self.calls.append((time.monotonic(), read_tag(rgb)))
+        if self.record:
+            self.calls.append((time.monotonic(), read_tag(rgb)))
         self.frame_index = 0 if self.frame_index is None else self.frame_index + 1
         return FrameResult(self.frame_index, list(self.objects))
 
@@ -283,7 +286,7 @@ from test_reliability import FPS, StubTracker, rss_mib, subscriber_process
 from streamtrack.live.pipeline import Pipeline, PipelineConfig
 from streamtrack.live.synthetic import SyntheticSource
 seconds = float(sys.argv[1])
-p = Pipeline(StubTracker(480, 640), lambda: SyntheticSource(640, 480, num_objects=3, fps=FPS, seed=2, live=True,
+p = Pipeline(StubTracker(480, 640, record=False), lambda: SyntheticSource(640, 480, num_objects=3, fps=FPS, seed=2, live=True,
              num_frames=90), PipelineConfig(pub_addr="tcp://127.0.0.1:*", control_addr="tcp://127.0.0.1:*"))
 p.start()
 stalled = subscriber_process(p.pub_addr, 0.0, seconds + 5)
