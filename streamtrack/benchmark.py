@@ -249,11 +249,12 @@ def plot_png(path: str, title: str, series: dict[str, list[float]], bars: dict[s
                for i, v in enumerate(s) if np.isfinite(v)]
         if len(pts) > 1:
             cv2.polylines(img, [np.array(pts, np.int32)], False, colour, 2, cv2.LINE_AA)
-        cv2.putText(img, name, (w - pad - 300, top + 20 + 18 * k), font, 0.45, colour, 1, cv2.LINE_AA)
-    cv2.putText(img, "frame", (w // 2, bottom + 18), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(img, name, (pad + 300 * k, bottom + 40), font, 0.45, colour, 1, cv2.LINE_AA)
+    cv2.putText(img, "frame (each series from its first sample)", (w // 2 - 150, bottom + 18), font, 0.45, (0, 0, 0), 1,
+                cv2.LINE_AA)
     bmax = max(bars.values(), default=1.0) or 1.0
     for k, (name, v) in enumerate(bars.items()):
-        y = 400 + 28 * k
+        y = 420 + 28 * k
         cv2.putText(img, name, (pad, y + 14), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
         x1 = int(260 + v / bmax * (w - 2 * pad - 320))
         cv2.rectangle(img, (260, y), (x1, y + 18), _COLOURS[k % len(_COLOURS)], -1)

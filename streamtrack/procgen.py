@@ -240,6 +240,48 @@ def benchmark_config() -> SceneConfig:
     return SceneConfig(width=256, height=256, num_objects=2, num_distractors=1, fps=10.0)
 
 
+CATEGORIES = ("clear", "occluded", "absent", "reappeared")
+"""What an object's ground truth is on a frame, for scores by category:
+
+- ``clear``: visible, at least ``OCCLUDED_BELOW`` of its in-frame shape showing;
+- ``occluded``: visible, but partly hidden behind another thing;
+- ``absent``: not visible at all (hidden or out of the frame): a correct answer is an empty mask;
+- ``reappeared``: visible within ``REAPPEARED_FRAMES`` frames after being absent (takes precedence).
+"""
+OCCLUDED_BELOW = 0.9
+REAPPEARED_FRAMES = 8
+
+
+def frame_categories(scene: Scene, frames: int) -> list[dict[int, str]]:
+    """Per frame, each labelled object's category (see :data:`CATEGORIES`)."""
+    out: list[dict[int, str]] = []
+    last_absent: dict[int, int] = {}
+    for i in range(frames):
+        _, visible = scene.render(i)
+        full = scene.full_masks(i)
+        cats = {}
+        for k in scene.object_ids:
+            shown = int(visible[k].sum()) if k in visible else 0
+            whole = int(full[k].sum()) if k in full else 0
+            if shown == 0:
+                cats[k] = "absent"
+                last_absent[k] = i
+            elif k in last_absent and i - last_absent[k] <= REAPPEARED_FRAMES:
+                cats[k] = "reappeared"
+            else:
+                cats[k] = "clear" if shown >= OCCLUDED_BELOW * whole else "occluded"
+        out.append(cats)
+    return out
+
+
+def benchmark_categories(count: int | None = None, frames: int | None = None) -> Iterator[tuple[str, list[dict[int, str]]]]:
+    """``(name, per-frame categories)`` of the clips :func:`benchmark_clips` gives, in the same order."""
+    n = len(BENCHMARK_SEEDS) if count is None else count
+    length = BENCHMARK_FRAMES if frames is None else frames
+    for seed in BENCHMARK_SEEDS[:n]:
+        yield f"synthetic-{seed}", frame_categories(Scene(benchmark_config(), seed), length)
+
+
 def benchmark_clips(count: int | None = None, frames: int | None = None
                     ) -> Iterator[tuple[str, list[np.ndarray], list[dict[int, np.ndarray]]]]:
     """The held-out benchmark: ``(name, rgb frames, ground-truth masks)`` per clip, ``count`` clips

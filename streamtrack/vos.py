@@ -187,6 +187,38 @@ def score_clip(
     return ClipScore(name, j_obj, f_obj, j, f, (j + f) / 2, n)
 
 
+def score_by_category(
+    preds: abc.Sequence[ObjectMasks],
+    gts: abc.Sequence[ObjectMasks],
+    categories: abc.Sequence[Mapping[int, str]],
+    skip: Iterable[int] = (),
+    bound_th: float = DEFAULT_BOUND_TH,
+) -> dict[str, tuple[float, float, int]]:
+    """J and F summed over (object, frame) pairs by category: ``{category: (J sum, F sum, pairs)}``.
+
+    ``categories[i]``: obj_id -> category name on frame i (e.g. ``procgen.frame_categories``);
+    frames in ``skip`` (prompt frames) are left out, and so are an object's frames before its
+    first non-empty ground truth (it is not prompted yet). Sums, so clips can be pooled.
+    """
+    skip = set(skip)
+    out: dict[str, tuple[float, float, int]] = {}
+    started: set[int] = set()
+    for i, cats in enumerate(categories):
+        gt, pred = gts[i], preds[i]
+        shape = _frame_shape(gt, pred)
+        for k, cat in cats.items():
+            g = gt.get(k)
+            if g is not None and np.any(g):
+                started.add(k)
+            if k not in started or i in skip or shape is None:
+                continue
+            empty = np.zeros(shape, dtype=bool)
+            g, p = gt.get(k, empty), pred.get(k, empty)
+            j_sum, f_sum, n = out.get(cat, (0.0, 0.0, 0))
+            out[cat] = (j_sum + region_similarity(p, g), f_sum + boundary_f(p, g, bound_th), n + 1)
+    return out
+
+
 def summarize(scores: abc.Sequence[ClipScore]) -> dict[str, float | int]:
     """Dataset means: ``{"J", "F", "J&F", "clips", "objects", "frames"}``.
 

@@ -8,7 +8,16 @@ import itertools
 import numpy as np
 import pytest
 
-from streamtrack.procgen import BENCHMARK_SEEDS, TRAIN_SEEDS, Scene, SceneConfig, benchmark_clips, benchmark_config
+from streamtrack.procgen import (
+    BENCHMARK_SEEDS,
+    CATEGORIES,
+    TRAIN_SEEDS,
+    Scene,
+    SceneConfig,
+    benchmark_categories,
+    benchmark_clips,
+    benchmark_config,
+)
 from streamtrack.training.clips import sample_clip
 
 
@@ -89,6 +98,17 @@ def test_the_benchmark_has_exits_reentries_scale_changes_and_distractors():
     assert benchmark_config().num_distractors >= 1
     assert exits_and_returns >= 5, f"only {exits_and_returns} objects leave (or hide) and come back"
     assert np.median(scale_ratio) > 1.5
+
+
+def test_benchmark_categories_match_the_ground_truth():
+    seen: dict[str, int] = {}
+    for (name, _, gts), (cat_name, cats) in zip(benchmark_clips(count=6), benchmark_categories(count=6)):
+        assert cat_name == name and len(cats) == len(gts)
+        for gt, per_object in zip(gts, cats):
+            for k, cat in per_object.items():
+                assert (cat == "absent") == (not gt[k].any())
+                seen[cat] = seen.get(cat, 0) + 1
+    assert set(seen) == set(CATEGORIES), f"every condition occurs in 6 clips: {seen}"
 
 
 @pytest.mark.parametrize("bad", [dict(width=8), dict(num_objects=0), dict(fps=0.0), dict(num_distractors=-1)])

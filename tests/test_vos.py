@@ -26,6 +26,7 @@ from streamtrack.vos import (
     read_masks,
     region_similarity,
     run_tracker_on_clip,
+    score_by_category,
     score_clip,
     summarize,
 )
@@ -129,6 +130,26 @@ def test_score_clip_skips_prompt_frames_and_counts_absence():
     assert unskipped.frames == 4
     assert unskipped.j_per_object[1] == pytest.approx(0.75)
     assert unskipped.j_per_object[2] == 1.0  # frame 0: absent in both
+
+
+def test_scores_by_category_pool_object_frames_after_each_prompt():
+    shape = (32, 32)
+    a = box_mask(shape, 4, 4, 12, 12)
+    half = box_mask(shape, 4, 4, 12, 7)
+    empty = np.zeros(shape, bool)
+    gts = [{1: a, 2: empty}, {1: a, 2: a}, {1: half, 2: empty}, {1: empty, 2: a}]
+    preds = [{1: a}, {1: a, 2: empty}, {1: a, 2: empty}, {1: empty, 2: a}]
+    cats = [{1: "clear", 2: "absent"}, {1: "clear", 2: "clear"}, {1: "occluded", 2: "absent"},
+            {1: "absent", 2: "reappeared"}]
+    got = score_by_category(preds, gts, cats)
+    # Object 2 starts on frame 1 (its first non-empty mask): its absence on frame 0 is not scored.
+    assert set(got) == {"clear", "occluded", "absent", "reappeared"}
+    assert got["clear"][0] == pytest.approx(2.0) and got["clear"][2] == 3  # object 1 twice right, object 2 missed
+    assert got["occluded"][0] == pytest.approx(half.sum() / a.sum()) and got["occluded"][2] == 1
+    assert got["absent"] == (2.0, 2.0, 2)  # empty where absent scores 1
+    assert got["reappeared"][:2] == (1.0, 1.0)
+    skipped = score_by_category(preds, gts, cats, skip={0, 1})
+    assert "clear" not in skipped and skipped["absent"][2] == 2
 
 
 def test_score_clip_wrong_object_and_sparse_annotations():
@@ -388,6 +409,20 @@ def test_cli_end_to_end(small_model_files, square_clip, tmp_path):
     assert report["summary"]["objects"] == 1 and report["summary"]["frames"] == 5
     assert report["latency_ms_p95"] >= report["latency_ms_p50"] > 0 and report["frames_per_second"] > 0
     assert report["machine"]["torch_threads"] == 1 and report["machine"]["platform"]
+
+
+def test_cli_synthetic_benchmark_reports_scores_by_condition(tmp_path, capsys):
+    """The default: nano on the held-out synthetic clips, with scores by the objects' condition."""
+    out = tmp_path / "vos.json"
+    assert _eval_vos_module().main(["--clips", "2", "--frames", "24", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert report["config"] == "nano" and report["source"] == {"kind": "synthetic"}
+    cats = report["by_category"]
+    assert cats and set(cats) <= {"clear", "occluded", "absent", "reappeared"}
+    assert sum(v["object_frames"] for v in cats.values()) == 2 * 2 * 23  # 2 clips x 2 objects x unprompted frames
+    assert all(0.0 <= v["J&F"] <= 1.0 for v in cats.values())
+    assert "by condition" in printed
 
 
 def test_cli_usage_errors(small_model_files, square_clip, tmp_path, capsys):

@@ -41,6 +41,8 @@ class Clip:
     frames: Iterable[np.ndarray]
     gts: object
     length: int
+    categories: list[dict[int, str]] | None = None
+    """Synthetic clips: per frame, each object's condition (``procgen.CATEGORIES``)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from streamtrack.config import load_config
     from streamtrack.progress import Progress
     from streamtrack.tracker import Tracker, TrackerConfig
-    from streamtrack.vos import count_objects, run_tracker_on_clip, score_clip, summarize
+    from streamtrack.vos import count_objects, run_tracker_on_clip, score_by_category, score_clip, summarize
 
     for opt in ("clips", "frames", "threads"):
         value = getattr(args, opt)
@@ -112,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.config, args.checkpoint, args.image_size, args.device)
 
     scores, rows, all_latency = [], [], []
+    pooled: dict[str, tuple[float, float, int]] = {}
     with Progress("evaluating", total_frames) as bar:
         for clip in clips:
             n_obj = count_objects(clip.gts)
@@ -122,6 +125,10 @@ def run(args: argparse.Namespace) -> int:
             preds, latency, prompt_frames = run_tracker_on_clip(
                 tracker, clip.frames, clip.gts, args.prompt, on_frame=lambda _i: bar.update())
             score = score_clip(preds, clip.gts, prompt_frames, name=clip.name)
+            if clip.categories is not None:
+                for cat, (j, f, n) in score_by_category(preds, clip.gts, clip.categories, prompt_frames).items():
+                    pj, pf, pn = pooled.get(cat, (0.0, 0.0, 0))
+                    pooled[cat] = (pj + j, pf + f, pn + n)
             scores.append(score)
             all_latency += latency
             rows.append({
@@ -142,7 +149,13 @@ def run(args: argparse.Namespace) -> int:
         "frames_per_second": float(len(lat) / (lat.sum() / 1000.0)) if lat.sum() > 0 else math.nan,
         "frames": int(len(lat)),
     }
+    by_category = {cat: {"J": j / n, "F": f / n, "J&F": (j + f) / (2 * n), "object_frames": n}
+                   for cat, (j, f, n) in sorted(pooled.items())}
     print_report(rows, summary, timing)
+    if by_category:
+        print("by condition of the object on the frame (J, F averaged over object-frames; absent: an empty mask scores 1):")
+        for cat, v in by_category.items():
+            print(f"  {cat:<11} J {_fmt(v['J'])}  F {_fmt(v['F'])}  J&F {_fmt(v['J&F'])}  ({v['object_frames']} object-frames)")
     if summary["frames"] == 0:
         print(f"{PROG}: note: no annotated frame besides the prompt frames; nothing was scored "
               "(test sets with first-frame annotations only give latency, not accuracy)", file=sys.stderr)
@@ -157,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
             "source": {"kind": "folder", "path": str(args.folder)} if args.folder else {"kind": "synthetic"},
             "clips": rows,
             "summary": summary,
+            "by_category": by_category,
             **timing,
             "machine": machine_info(),
         }
@@ -215,6 +229,7 @@ def _synthetic_clips(args: argparse.Namespace) -> tuple[Iterator[Clip], int | No
     try:
         source = benchmark_clips(count, args.frames)
         first = next(source, None)  # surfaces argument errors before any model work
+        categories = procgen.benchmark_categories(count, args.frames)
     except ValueError as e:
         raise UsageError(f"synthetic benchmark: {e}") from None
 
@@ -222,7 +237,10 @@ def _synthetic_clips(args: argparse.Namespace) -> tuple[Iterator[Clip], int | No
         item = first
         while item is not None:
             name, frames, gts = item
-            yield Clip(name, frames, gts, len(frames))
+            cat_name, cats = next(categories)
+            if cat_name != name:
+                raise RuntimeError(f"categories of {cat_name} paired with clip {name}")
+            yield Clip(name, frames, gts, len(frames), cats)
             item = next(source, None)
 
     return clips(), total

@@ -111,9 +111,9 @@ def run(args: argparse.Namespace) -> int:
             json.dump(report, f, indent=2)
     if args.plot:
         bm.plot_png(args.plot, f"streamtrack bench: {report['config']} at {report['image_size']} px, {args.device}",
-                    {"tracker ms/frame": timing.frame_ms, **({"pipeline capture->receipt ms": live.received_ms}
+                    {"tracker ms/frame": timing.frame_ms, **({"pipeline capture->receipt ms (frames 16+)": live.received_ms}
                                                            if args.pipeline_frames else {})},
-                    {s: rate[s] for s in bm.STAGES[1:]}, "GFLOP/s")
+                    {**{s: rate[s] for s in bm.STAGES[1:]}, "matmul ceiling": ceiling}, "GFLOP/s")
     return 0
 
 
