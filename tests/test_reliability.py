@@ -266,7 +266,7 @@ def test_drain_mode_gives_a_slow_consumer_fresh_masks(running):
 
 # --- 3. memory stays bounded ---------------------------------------------------------------------
 
-SOAK_SECONDS = float(os.environ.get("STREAMTRACK_SOAK_SECONDS", "120"))
+SOAK_SECONDS = float(os.environ.get("STREAMTRACK_SOAK_SECONDS", "90"))
 FLOOR_WINDOW_S = 10.0
 """RSS swings by tens of MiB from second to second as the allocator takes and returns large
 blocks (a 300 s soak measured 288..328 MiB around a flat floor), so a straight line through the

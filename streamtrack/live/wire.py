@@ -14,14 +14,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import cv2
 import numpy as np
 
 from streamtrack.live import rle
 from streamtrack.live.types import CapturedFrame, Counters, StageTimes
-from streamtrack.tracker.types import FrameResult
+
+if TYPE_CHECKING:  # importing the tracker package would import torch, which subscribers never need
+    from streamtrack.tracker.types import FrameResult
 
 VERSION = 1
 TOPIC_FRAME = b"frame"

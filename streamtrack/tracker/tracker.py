@@ -68,8 +68,9 @@ class Tracker:
             self.device,
         )
         self.fixed_shapes = config.fixed_shapes if config.fixed_shapes is not None else self.device.type == "cuda"
-        graph = config.cuda_graph if config.cuda_graph is not None else self.device.type == "cuda"
-        if graph and not (self.fixed_shapes and self.device.type == "cuda"):
+        on_cuda = self.device.type == "cuda"
+        graph = config.cuda_graph if config.cuda_graph is not None else on_cuda and self.fixed_shapes
+        if graph and not (self.fixed_shapes and on_cuda):
             raise ValueError("cuda_graph needs a CUDA device and fixed_shapes")
         self.static_step = StaticStep(model, self.bank, config.stream_length, graph) if self.fixed_shapes else None
         """With fixed shapes, the frame step on static buffers (a CUDA graph on CUDA)."""

@@ -40,7 +40,8 @@ class TrackerConfig:
     work, shapes vary). None: True on CUDA, False elsewhere."""
     cuda_graph: bool | None = None
     """Record the fixed-shape frame step as a CUDA graph after two warm-up frames and replay it
-    (needs CUDA and fixed shapes). Per-stage times then cover the step as a whole. None: on CUDA."""
+    (needs CUDA and fixed shapes). Per-stage times then cover the step as a whole. None: on CUDA
+    with fixed shapes."""
 
     def __post_init__(self) -> None:
         if self.max_objects < 1:
