@@ -267,6 +267,36 @@ def test_live_source_reconnects_with_capped_backoff_and_a_new_session(first):
     assert elapsed >= 0.1 + 0.2 + 0.25 + 0.25
 
 
+class DamagedSource(ScriptedSource):
+    """A live source that skips one undecodable packet before every second frame it returns."""
+
+    def read(self) -> RawFrame | None:
+        raw = super().read()
+        if raw is not None and self.read_count % 2 == 0:
+            self.damaged_packets += 1
+        return raw
+
+
+def test_damaged_packets_are_counted_across_reconnects():
+    sources: list[DamagedSource] = []
+
+    def factory() -> DamagedSource:
+        sources.append(DamagedSource(Script(frames=5 if not sources else 4, then="end" if not sources else "block")))
+        return sources[-1]
+
+    cap = Capture(factory, backoff=(0.05, 0.05)).start()
+    try:
+        end = time.monotonic() + 10
+        while cap.counters.captured < 9 and time.monotonic() < end:
+            cap.get(timeout=0.1)
+    finally:
+        assert cap.stop()
+    counters = cap.counters
+    assert (counters.captured, counters.reconnects) == (9, 1)
+    assert [s.damaged_packets for s in sources] == [2, 2]
+    assert counters.damaged_packets == 4, "the first session's count is kept after the reconnect"
+
+
 def test_status_and_logs_never_show_credentials(caplog):
     leak = Script(frames=1, then="raise", error=SourceError("lost rtsp://admin:hunter2@cam/live"))
     scripts = iter([leak, Script(frames=1, then="block")])

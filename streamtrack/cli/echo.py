@@ -95,6 +95,7 @@ def status_line(msg) -> str:
     return (
         f"status {msg.state}{reason}  captured {c.captured} published {c.published} "
         f"dropped stale {c.dropped_stale} / publish {c.dropped_publish}  objects {len(msg.objects)}"
+        + (f"  damaged packets skipped {c.damaged_packets}" if c.damaged_packets else "")
     )
 
 

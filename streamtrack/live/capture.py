@@ -115,6 +115,8 @@ class CaptureCounters:
     """Frames replaced in the slot before the consumer took them."""
     reconnects: int
     """Successful reconnections of a live source."""
+    damaged_packets: int
+    """Undecodable packets the live sources skipped, summed over every session."""
     session: str | None
     """Current source session id (uuid4 hex), None before the first open."""
     state: str
@@ -182,6 +184,7 @@ class Capture:
         self._state = "starting"
         self._seq = 0
         self._reconnects = 0
+        self._damaged = 0
         self._thread = threading.Thread(target=self._run, name="streamtrack-capture", daemon=True)
 
     def start(self) -> Capture:
@@ -201,7 +204,8 @@ class Capture:
     def counters(self) -> CaptureCounters:
         """A snapshot, safe to read from any thread."""
         with self._lock:
-            return CaptureCounters(self._seq, self._slot.dropped_stale, self._reconnects, self._session, self._state)
+            return CaptureCounters(self._seq, self._slot.dropped_stale, self._reconnects, self._damaged, self._session,
+                                   self._state)
 
     def stop(self, timeout: float = 2.0) -> bool:
         """Stop capturing and join the thread, within ``timeout`` seconds.
@@ -281,6 +285,7 @@ class Capture:
         """Read until stopped or the stream ends; the reason to reconnect, or None to finish."""
         reconnects = self._reconnect and source.live
         pacer = _Pacer(source.fps) if self._pace and not source.live else None
+        counted = 0  # of this source's damaged packets
         while not self._stop.is_set():
             try:
                 raw = source.read()
@@ -290,6 +295,10 @@ class Capture:
                 if reconnects:
                     return str(e)
                 raise
+            if source.damaged_packets != counted:
+                with self._lock:
+                    self._damaged += source.damaged_packets - counted
+                counted = source.damaged_packets
             if self._stop.is_set():
                 return None  # a read that returned after stop() delivers nothing
             if raw is None:

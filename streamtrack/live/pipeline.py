@@ -180,6 +180,7 @@ class Pipeline:
         self.counters.captured = cap.captured
         self.counters.dropped_stale = cap.dropped_stale
         self.counters.reconnects = cap.reconnects
+        self.counters.damaged_packets = cap.damaged_packets
         if control is not None:
             self.counters.control_requests, self.counters.control_errors = control.requests, control.errors
 

@@ -50,6 +50,8 @@ class Counters:
     dropped_publish: int = 0
     """Messages not sent because the PUB socket's high-water mark was reached."""
     reconnects: int = 0
+    damaged_packets: int = 0
+    """Undecodable packets of live sources skipped (logged, and the stream goes on)."""
     control_requests: int = 0
     control_errors: int = 0
     extra: dict[str, int] = field(default_factory=dict)
