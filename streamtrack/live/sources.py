@@ -44,9 +44,9 @@ class Source(ABC):
     live: bool = False
     """True: frames arrive in real time and the newest wins. False (files, folders): every frame counts."""
     fps: float | None = None
+    """Native frame rate in frames/s, when known (after ``open()`` for most sources)."""
     damaged_packets: int = 0
     """Undecodable packets a live source skipped so far (the capture totals them across reconnects)."""
-    """Native frame rate in frames/s, when known (after ``open()`` for most sources)."""
 
     @abstractmethod
     def open(self) -> None:
