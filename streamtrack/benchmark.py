@@ -118,14 +118,18 @@ def stage_gflop(tracker, frame: np.ndarray) -> dict[str, float]:  # noqa: ANN001
     return out
 
 
-def matmul_ceiling_gflops(n: int = 1024, repeats: int = 5) -> float:
-    """This machine's fp32 matmul rate (GFLOP/s, best of ``repeats``) with torch's current threads."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_ceiling_gflops(n: int = 1024, repeats: int = 5, device: str = "cpu") -> float:
+    """The fp32 matmul rate of ``device`` (GFLOP/s, best of ``repeats``; on the CPU with torch's
+    current threads)."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    sync = torch.cuda.synchronize if a.device.type == "cuda" else (lambda: None)
     a @ b
+    sync()
     best = float("inf")
     for _ in range(repeats):
         t = time.perf_counter()
         a @ b
+        sync()
         best = min(best, time.perf_counter() - t)
     return 2 * n**3 / best / 1e9
 

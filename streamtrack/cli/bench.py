@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     ours = tracker()
     timing = bm.time_tracker(ours, frames[: args.frames], prompts, on_frame=progress)
     gflop = bm.stage_gflop(ours, frames[args.frames])
-    ceiling = bm.matmul_ceiling_gflops()
+    ceiling = bm.matmul_ceiling_gflops(device=args.device)
     stage_ms = timing.stage_median()
     steady = timing.steady.summary()
     rate = {s: gflop[s] / (stage_ms[s] / 1e3) if stage_ms.get(s, 0) > 0 else float("nan") for s in gflop if s in stage_ms}
