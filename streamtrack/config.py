@@ -99,6 +99,11 @@ class ModelConfig:
     memory_attention_ffn_dim: int = 2048
     decoder_mlp_dim: int = 2048
     """Hidden width of the MLPs in the mask decoder's two-way transformer."""
+    multimask_tracking: bool = True
+    """Decode frames tracked without a prompt with the three multimask candidates and keep the
+    one of highest predicted IoU (the official models all do). False: the single-mask output.
+    A model trained from scratch with multimask tracking can learn to put a different salient
+    object in each candidate instead of reading its memory; the nano model turns it off."""
     backbone_stride: int = field(default=16, init=False)
 
     def __post_init__(self) -> None:

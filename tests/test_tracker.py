@@ -197,3 +197,42 @@ def test_stage_times_are_recorded_in_order(model, frames):
     stages = ["capture", "preprocess", "image_encoder", "memory_attention", "decoder", "memory_encoder"]
     stamps = [getattr(times, s) for s in stages]
     assert all(stamps) and stamps == sorted(stamps)
+
+
+@pytest.mark.parametrize("multimask", [True, False])
+def test_tracked_frames_decode_as_the_config_says(frames, monkeypatch, multimask):
+    """``multimask_tracking`` picks the decoder's output for frames tracked without a prompt,
+    in the tracker and in the training unroll alike (nano turns it off)."""
+    import dataclasses
+
+    from streamtrack.model import build_sam2
+    from streamtrack.training.clips import sample_clip
+    from streamtrack.training.unroll import ClipPlan, unroll
+
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(load_model("nano", None, image_size=SIZE).cfg, multimask_tracking=multimask)
+    net = build_sam2(cfg).eval()
+    calls = []
+    real = net.decode
+
+    def spy(pix, hr, coords, labels, mask_input, multimask, **kw):  # noqa: ANN001, ANN202
+        calls.append((bool((labels >= 0).any()), mask_input is not None, multimask))
+        return real(pix, hr, coords, labels, mask_input, multimask, **kw)
+
+    monkeypatch.setattr(net, "decode", spy)
+    tracker = Tracker(net, TrackerConfig(max_objects=2))
+    tracker.track(frames[0])
+    tracker.add_prompt(BOX)
+    calls.clear()
+    result = tracker.track(frames[1])
+    assert calls == [(False, False, multimask)]
+    assert result.objects[0].mask.shape == frames[1].shape[:2]
+
+    rng = np.random.default_rng(0)
+    clip = sample_clip(rng, SIZE, 3)
+    images = torch.from_numpy(clip.images).permute(0, 3, 1, 2).float().div(255)[None]
+    calls.clear()
+    with torch.no_grad():
+        unroll(net, images, torch.from_numpy(clip.masks).float(), torch.zeros(1, dtype=torch.long),
+               ClipPlan("mask"), rng)
+    assert calls[1:] == [(False, False, multimask)] * 2  # calls[0] decodes frame 0's mask prompt

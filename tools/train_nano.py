@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             if step % 10 == 0:
                 recent = history[-10:]
                 print(f"step {step} loss {np.mean([h['loss'] for h in recent]):.4f} "
-                      + " ".join(f"{k} {np.mean([h[k] for h in recent if k in h]):.4f}" for k in ("mask", "iou", "score", "embed")),
+                      + " ".join(f"{k} {np.mean([h[k] for h in recent if k in h]):.4f}" for k in ("mask", "track", "iou", "score", "embed")),
                       file=sys.stderr, flush=True)
             if step % args.save_every == 0 or step == args.steps:
                 save()
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         "lr": args.lr, "threads": args.threads, "train_minutes": round(total / 60, 1),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
         "first_100_steps_loss": round(float(np.mean([h["loss"] for h in history[:100]])), 4),
-        "final_100_steps": {k: round(float(np.mean([h[k] for h in tail if k in h])), 4) for k in ("loss", "mask", "iou", "score", "embed")},
+        "final_100_steps": {k: round(float(np.mean([h[k] for h in tail if k in h])), 4) for k in ("loss", "mask", "track", "iou", "score", "embed")},
     }
     (args.out / "nano.json").write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2))

@@ -148,7 +148,7 @@ def frame_step(
     pix = condition_on_memory(model, feats.embed, feats.embed_pos, view)
     _mark(times, "memory_attention")
     coords, labels = heads.no_points(r, feats.embed.device)
-    out = heads.decode(model, pix, feats.high_res, coords, labels, None, multimask=True)
+    out = heads.decode(model, pix, feats.high_res, coords, labels, None, multimask=model.cfg.multimask_tracking)
     _mark(times, "decoder")
     mem = heads.encode_memory(model, feats.embed, out.high_res, out.object_score, binarize=False)
     bank.write_recent(rows, frame, mem, out.obj_ptr, active)

@@ -3,7 +3,8 @@
 Frame 0 is prompted (mask, box or clicks) and decoded without memory. Every later frame attends
 to the memories and object pointers of earlier frames, chosen as the tracker chooses them
 (conditioning frames, the num_maskmem - 1 most recent frames, pointers up to max_obj_ptrs - 1
-frames old), and is decoded with multimask output. On correction frames a click is sampled from
+frames old), and is decoded as the tracker decodes it (with multimask output unless the config
+turns ``multimask_tracking`` off). On correction frames a click is sampled from
 the error of that prediction, and the frame is decoded again with it and becomes a conditioning
 frame, as a live user's correction does.
 """
@@ -76,12 +77,16 @@ def unroll(model: SAM2, images: torch.Tensor, masks: torch.Tensor, row_clip: tor
     losses: list[torch.Tensor] = []
     parts: dict[str, float] = {}
 
-    def score(out, target):  # noqa: ANN001, ANN202
+    tracked: list[float] = []
+
+    def score(out, target, tracking: bool = False):  # noqa: ANN001, ANN202
         logits = F.interpolate(out.low_res_logits, size=(s, s), mode="bilinear", align_corners=False)
         loss, p = frame_loss(logits, out.iou, out.object_score_logits, target)
         losses.append(loss)
         for k, v in p.items():
             parts[k] = parts.get(k, 0.0) + v
+        if tracking:
+            tracked.append(p["mask"])
 
     for t in range(t_len):
         target = masks[:, t, None]
@@ -104,8 +109,8 @@ def unroll(model: SAM2, images: torch.Tensor, masks: torch.Tensor, row_clip: tor
         else:
             pix = _condition(model, raw, embed_pos, memories, t, grid_pe)
             no_xy, no_lab = heads.no_points(b, dev)
-            out = model.decode(pix, frame_hr, no_xy, no_lab, None, multimask=True)
-            score(out, target)
+            out = model.decode(pix, frame_hr, no_xy, no_lab, None, multimask=model.cfg.multimask_tracking)
+            score(out, target, tracking=True)
             chosen = heads.choose(model, out)
             if t in plan.corrections:
                 chosen, cond = _correct(model, pix, frame_hr, chosen, target, rng, score), True
@@ -115,6 +120,8 @@ def unroll(model: SAM2, images: torch.Tensor, masks: torch.Tensor, row_clip: tor
     n = max(len(losses), 1)
     embed_term = feats.embed.pow(2).mean()
     out = {k: v / n for k, v in parts.items()} | {"embed": embed_term.item()}
+    if tracked:
+        out["track"] = float(np.mean(tracked))
     return torch.stack(losses).mean() + EMBED_WEIGHT * embed_term, out
 
 
