@@ -13,7 +13,7 @@ ranges never overlap (a test checks it).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -252,16 +252,19 @@ OCCLUDED_BELOW = 0.9
 REAPPEARED_FRAMES = 8
 
 
-def frame_categories(scene: Scene, frames: int) -> list[dict[int, str]]:
-    """Per frame, each labelled object's category (see :data:`CATEGORIES`)."""
+def frame_categories(scene: Scene, visible: Sequence[Mapping[int, np.ndarray]]) -> list[dict[int, str]]:
+    """Per frame, each labelled object's category (see :data:`CATEGORIES`).
+
+    ``visible[i]``: the visible masks of frame i, as ``scene.render(i)`` gave them; only the
+    whole shapes (:meth:`Scene.full_masks`) are drawn again.
+    """
     out: list[dict[int, str]] = []
     last_absent: dict[int, int] = {}
-    for i in range(frames):
-        _, visible = scene.render(i)
+    for i, shown_masks in enumerate(visible):
         full = scene.full_masks(i)
         cats = {}
         for k in scene.object_ids:
-            shown = int(visible[k].sum()) if k in visible else 0
+            shown = int(shown_masks[k].sum()) if k in shown_masks else 0
             whole = int(full[k].sum()) if k in full else 0
             if shown == 0:
                 cats[k] = "absent"
@@ -274,12 +277,9 @@ def frame_categories(scene: Scene, frames: int) -> list[dict[int, str]]:
     return out
 
 
-def benchmark_categories(count: int | None = None, frames: int | None = None) -> Iterator[tuple[str, list[dict[int, str]]]]:
-    """``(name, per-frame categories)`` of the clips :func:`benchmark_clips` gives, in the same order."""
-    n = len(BENCHMARK_SEEDS) if count is None else count
-    length = BENCHMARK_FRAMES if frames is None else frames
-    for seed in BENCHMARK_SEEDS[:n]:
-        yield f"synthetic-{seed}", frame_categories(Scene(benchmark_config(), seed), length)
+def benchmark_scene(index: int) -> Scene:
+    """The scene of the benchmark's clip ``index`` (0-based, in :func:`benchmark_clips` order)."""
+    return Scene(benchmark_config(), BENCHMARK_SEEDS[index])
 
 
 def benchmark_clips(count: int | None = None, frames: int | None = None
@@ -290,11 +290,10 @@ def benchmark_clips(count: int | None = None, frames: int | None = None
     if not 1 <= n <= len(BENCHMARK_SEEDS):
         raise ValueError(f"the benchmark has 1..{len(BENCHMARK_SEEDS)} clips, asked for {n}")
     length = BENCHMARK_FRAMES if frames is None else frames
-    cfg = benchmark_config()
-    for seed in BENCHMARK_SEEDS[:n]:
-        scene = Scene(cfg, seed)
+    for index in range(n):
+        scene = benchmark_scene(index)
         rendered = [scene.render(i) for i in range(length)]
-        yield f"synthetic-{seed}", [r[0] for r in rendered], [r[1] for r in rendered]
+        yield f"synthetic-{scene.seed}", [r[0] for r in rendered], [r[1] for r in rendered]
 
 
 # --- scene parts ------------------------------------------------------------------------------

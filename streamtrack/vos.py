@@ -30,7 +30,7 @@ import re
 import struct
 import time
 from collections import abc
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Union
@@ -162,23 +162,9 @@ def score_clip(
     j_sum = {k: 0.0 for k in objects}
     f_sum = {k: 0.0 for k in objects}
     for i in scored:
-        gt, pred = gt_frames[i], preds[i]
-        shape = _frame_shape(gt, pred)
-        if shape is None:  # nothing annotated or predicted: every object absent in both
-            for k in objects:
-                j_sum[k] += 1.0
-                f_sum[k] += 1.0
-            continue
-        empty = np.zeros(shape, dtype=bool)
-        for k in objects:
-            g, p = gt.get(k, empty), pred.get(k, empty)
-            if np.shape(g) != shape or np.shape(p) != shape:
-                raise ValueError(
-                    f"frame {i}, object {k}: prediction {list(np.shape(p))} and ground truth "
-                    f"{list(np.shape(g))} differ in size"
-                )
-            j_sum[k] += region_similarity(p, g)
-            f_sum[k] += boundary_f(p, g, bound_th)
+        for k, j, f in _frame_scores(i, preds[i], gt_frames[i], objects, bound_th):
+            j_sum[k] += j
+            f_sum[k] += f
     n = len(scored)
     j_obj = {k: j_sum[k] / n for k in objects} if n else {}
     f_obj = {k: f_sum[k] / n for k in objects} if n else {}
@@ -204,18 +190,13 @@ def score_by_category(
     out: dict[str, tuple[float, float, int]] = {}
     started: set[int] = set()
     for i, cats in enumerate(categories):
-        gt, pred = gts[i], preds[i]
-        shape = _frame_shape(gt, pred)
-        for k, cat in cats.items():
-            g = gt.get(k)
-            if g is not None and np.any(g):
-                started.add(k)
-            if k not in started or i in skip or shape is None:
-                continue
-            empty = np.zeros(shape, dtype=bool)
-            g, p = gt.get(k, empty), pred.get(k, empty)
-            j_sum, f_sum, n = out.get(cat, (0.0, 0.0, 0))
-            out[cat] = (j_sum + region_similarity(p, g), f_sum + boundary_f(p, g, bound_th), n + 1)
+        gt = gts[i]
+        started.update(k for k in cats if np.any(gt.get(k, False)))
+        if i in skip:
+            continue
+        for k, j, f in _frame_scores(i, preds[i], gt, [k for k in cats if k in started], bound_th):
+            j_sum, f_sum, n = out.get(cats[k], (0.0, 0.0, 0))
+            out[cats[k]] = (j_sum + j, f_sum + f, n + 1)
     return out
 
 
@@ -240,6 +221,26 @@ def as_sparse(gts: GroundTruth) -> dict[int, ObjectMasks]:
     if isinstance(gts, Mapping):
         return {int(i): dict(m) for i, m in gts.items()}
     return {i: dict(m) for i, m in enumerate(gts) if m is not None}
+
+
+def _frame_scores(
+    index: int, pred: ObjectMasks, gt: ObjectMasks, objects: Iterable[int], bound_th: float
+) -> Iterator[tuple[int, float, float]]:
+    """``(obj_id, J, F)`` of each of ``objects`` on frame ``index``. A mask missing from ``pred``
+    or ``gt`` is empty; an object empty in both scores 1 (as when nothing is annotated or predicted)."""
+    shape = _frame_shape(gt, pred)
+    empty = None if shape is None else np.zeros(shape, dtype=bool)
+    for k in objects:
+        if empty is None:
+            yield k, 1.0, 1.0
+            continue
+        g, p = gt.get(k, empty), pred.get(k, empty)
+        if np.shape(g) != shape or np.shape(p) != shape:
+            raise ValueError(
+                f"frame {index}, object {k}: prediction {list(np.shape(p))} and ground truth "
+                f"{list(np.shape(g))} differ in size"
+            )
+        yield k, region_similarity(p, g), boundary_f(p, g, bound_th)
 
 
 def _frame_shape(*frames: ObjectMasks) -> tuple[int, int] | None:

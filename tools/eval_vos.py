@@ -229,19 +229,16 @@ def _synthetic_clips(args: argparse.Namespace) -> tuple[Iterator[Clip], int | No
     try:
         source = benchmark_clips(count, args.frames)
         first = next(source, None)  # surfaces argument errors before any model work
-        categories = procgen.benchmark_categories(count, args.frames)
     except ValueError as e:
         raise UsageError(f"synthetic benchmark: {e}") from None
 
     def clips() -> Iterator[Clip]:
-        item = first
+        item, index = first, 0
         while item is not None:
             name, frames, gts = item
-            cat_name, cats = next(categories)
-            if cat_name != name:
-                raise RuntimeError(f"categories of {cat_name} paired with clip {name}")
+            cats = procgen.frame_categories(procgen.benchmark_scene(index), gts)
             yield Clip(name, frames, gts, len(frames), cats)
-            item = next(source, None)
+            item, index = next(source, None), index + 1
 
     return clips(), total
 
