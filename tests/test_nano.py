@@ -58,27 +58,6 @@ def test_training_lowers_the_loss(tmp_path):
     assert record["steps"] == 25 and record["seed"] == 0 and "final_100_steps" in record
 
 
-def test_training_starts_the_memory_attention_local():
-    """From random weights, each query's cross-attention peaks at the memory of its own position."""
-    from streamtrack.model.memory_attention import rotate
-
-    train = train_module()
-    torch.manual_seed(0)
-    weights = {}
-    for local in (False, True):
-        model = build_sam2(load_config("nano", 128))
-        if local:
-            train.start_local(model)
-        att = model.memory_attention.layers[0].cross_attn_image
-        n = (128 // 16) ** 2
-        q = att.q_proj(torch.nn.functional.layer_norm(torch.randn(1, n, att.q_proj.in_features), (att.q_proj.in_features,)))
-        k = att.k_proj(torch.randn(1, n, att.k_proj.in_features))
-        rot = att._rotation(n, q.shape[-1], q.device)
-        w = torch.softmax(rotate(q, rot) @ rotate(k, rot).transpose(1, 2) / q.shape[-1] ** 0.5, -1)[0]
-        weights[local] = float(w.detach().diagonal().mean())
-    assert weights[False] < 3 / n < 0.3 < weights[True], weights
-
-
 def test_training_is_deterministic_and_resumes_exactly(tmp_path):
     torch.set_num_threads(1)
     train = train_module()

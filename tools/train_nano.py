@@ -50,30 +50,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-LOCAL_ATTENTION_BIAS = 4.0
-"""Starting value of the memory cross-attention's query and key biases (see :func:`start_local`)."""
-
-
-def start_local(model: torch.nn.Module, bias: float = LOCAL_ATTENTION_BIAS) -> None:
-    """Make each memory cross-attention start local: every query looks at the memories stored
-    at its own grid position and next to it.
-
-    The queries and keys are rotated by their grid positions (RoPE), so equal biases on every
-    channel pair score a key ``sum_j bias^2 cos(f_j * d)`` for a grid distance ``d``: highest at
-    the same position (about 1.4 nats above the next token, 8 above three tokens away with
-    ``bias`` 4 at head width 96). From random weights, attention over every memory token is
-    near uniform, its output carries no place, and a decoder without a prompt learns to
-    ignore it; started local, the memory says from the first step where the object was.
-    Training is free to move away from it. Only the initial weights change, not the model.
-    """
-    for layer in model.memory_attention.layers:
-        att = layer.cross_attn_image
-        with torch.no_grad():
-            for proj in (att.q_proj, att.k_proj):
-                proj.bias.zero_()
-                proj.bias[0::2] = bias  # the real part of each rotated pair
-
-
 def learning_rate(step: int, args: argparse.Namespace) -> float:
     if step < args.warmup:
         return args.lr * (step + 1) / args.warmup
@@ -105,8 +81,6 @@ def main(argv: list[str] | None = None) -> int:
     model = build_sam2(cfg, stability=False).train()
     if args.init is not None:
         model.load_state_dict(torch.load(args.init, weights_only=True)["model"])
-    else:
-        start_local(model)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     args.out.mkdir(parents=True, exist_ok=True)
     last = args.out / "last.pt"
