@@ -104,10 +104,6 @@ class ModelConfig:
     one of highest predicted IoU (the official models all do). False: the single-mask output.
     A model trained from scratch with multimask tracking can learn to put a different salient
     object in each candidate instead of reading its memory; the nano model turns it off."""
-    stability_fallback: bool = True
-    """Where a single-mask answer is unstable, return the best multimask candidate instead (the
-    official models do, outside training). A model trained without it, as nano is, turns it off:
-    its multimask candidates were never trained on frames tracked without a prompt."""
     backbone_stride: int = field(default=16, init=False)
 
     def __post_init__(self) -> None:

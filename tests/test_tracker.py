@@ -202,12 +202,12 @@ def test_stage_times_are_recorded_in_order(model, frames):
 @pytest.mark.parametrize("multimask", [True, False])
 def test_tracked_frames_decode_as_the_config_says(frames, monkeypatch, multimask):
     """``multimask_tracking`` picks the decoder's output for frames tracked without a prompt,
-    in the tracker and in what the training unroll keeps (nano turns it off)."""
+    in the tracker and in the training unroll alike (nano turns it off)."""
     import dataclasses
 
     from streamtrack.model import build_sam2
-    from streamtrack.training import unroll as unroll_module
     from streamtrack.training.clips import sample_clip
+    from streamtrack.training.unroll import ClipPlan, unroll
 
     torch.manual_seed(0)
     cfg = dataclasses.replace(load_model("nano", None, image_size=SIZE).cfg, multimask_tracking=multimask)
@@ -216,7 +216,7 @@ def test_tracked_frames_decode_as_the_config_says(frames, monkeypatch, multimask
     real = net.decode
 
     def spy(pix, hr, coords, labels, mask_input, multimask, **kw):  # noqa: ANN001, ANN202
-        calls.append((bool((labels >= 0).any()), mask_input is not None, multimask, kw.get("all_candidates", False)))
+        calls.append((bool((labels >= 0).any()), mask_input is not None, multimask))
         return real(pix, hr, coords, labels, mask_input, multimask, **kw)
 
     monkeypatch.setattr(net, "decode", spy)
@@ -225,38 +225,14 @@ def test_tracked_frames_decode_as_the_config_says(frames, monkeypatch, multimask
     tracker.add_prompt(BOX)
     calls.clear()
     result = tracker.track(frames[1])
-    assert calls == [(False, False, multimask, False)]
+    assert calls == [(False, False, multimask)]
     assert result.objects[0].mask.shape == frames[1].shape[:2]
 
-    # Training decodes every candidate once, scores them all, and keeps what the tracker would.
-    kept = []
-    real_choose = unroll_module.heads.choose
-    monkeypatch.setattr(unroll_module.heads, "choose", lambda m, out: kept.append(out.iou.shape[1]) or real_choose(m, out))
     rng = np.random.default_rng(0)
     clip = sample_clip(rng, SIZE, 3)
     images = torch.from_numpy(clip.images).permute(0, 3, 1, 2).float().div(255)[None]
     calls.clear()
     with torch.no_grad():
-        unroll_module.unroll(net, images, torch.from_numpy(clip.masks).float(), torch.zeros(1, dtype=torch.long),
-                             unroll_module.ClipPlan("mask"), rng)
-    assert [c[3] for c in calls] == [False, True, True]  # frame 0 decodes its mask prompt
-    assert kept[-2:] == [3 if multimask else 1] * 2
-
-
-def test_all_candidates_are_the_single_mask_then_the_three():
-    from streamtrack.model import build_sam2
-
-    torch.manual_seed(0)
-    net = build_sam2(load_model("nano", None, image_size=SIZE).cfg).eval()
-    side = SIZE // 16
-    embed = torch.randn(2, net.cfg.hidden_dim, side, side)
-    hr = (torch.randn(1, net.cfg.hidden_dim // 8, 4 * side, 4 * side), torch.randn(1, net.cfg.hidden_dim // 4, 2 * side, 2 * side))
-    coords, labels = torch.rand(2, 1, 2) * SIZE, torch.ones(2, 1, dtype=torch.int32)
-    both = net.decode(embed, hr, coords, labels, None, multimask=False, all_candidates=True)
-    assert both.low_res_logits.shape[1] == 4
-    for index, multimask in ((slice(0, 1), False), (slice(1, None), True)):
-        alone = net.decode(embed, hr, coords, labels, None, multimask=multimask)
-        part = both.candidates(index)
-        for a, b in zip((alone.low_res_logits, alone.iou, alone.tokens, alone.object_score_logits),
-                        (part.low_res_logits, part.iou, part.tokens, part.object_score_logits)):
-            torch.testing.assert_close(a, b)
+        unroll(net, images, torch.from_numpy(clip.masks).float(), torch.zeros(1, dtype=torch.long),
+               ClipPlan("mask"), rng)
+    assert calls[1:] == [(False, False, multimask)] * 2  # calls[0] decodes frame 0's mask prompt

@@ -27,11 +27,6 @@ class DecoderOutput:
     object_score_logits: torch.Tensor
     """float[B, 1]: > 0 means the object is visible."""
 
-    def candidates(self, index: slice) -> DecoderOutput:
-        """The same decode with only the candidates ``index`` selects (of M)."""
-        return DecoderOutput(self.low_res_logits[:, index], self.iou[:, index], self.tokens[:, index],
-                             self.object_score_logits)
-
 
 @dataclass(frozen=True)
 class StabilityRule:
@@ -74,7 +69,6 @@ class MaskDecoder(nn.Module):
         dense: torch.Tensor,
         high_res: tuple[torch.Tensor, torch.Tensor],
         multimask: bool,
-        all_candidates: bool = False,
     ) -> DecoderOutput:
         """Decode B prompts against one image or B images.
 
@@ -84,8 +78,6 @@ class MaskDecoder(nn.Module):
             sparse: float[B, N, C] prompt tokens; dense: float[B, C, h, w].
             high_res: (float[1 or B, C/8, 4h, 4w], float[1 or B, C/4, 2h, 2w]).
             multimask: return the three candidate masks instead of one.
-            all_candidates: return all four (M = 4: the single mask, then the three), for
-                training both outputs on one decode; ``multimask`` is then ignored.
         """
         b = sparse.shape[0]
         out_tokens = torch.cat((self.obj_score_token.weight, self.iou_token.weight, self.mask_tokens.weight), 0)
@@ -110,8 +102,6 @@ class MaskDecoder(nn.Module):
         iou = self.iou_prediction_head(iou_token)
         obj_logits = self.pred_obj_score_head(obj_token)
 
-        if all_candidates:
-            return DecoderOutput(masks, iou, mask_tokens, obj_logits)
         if multimask:
             return DecoderOutput(masks[:, 1:], iou[:, 1:], mask_tokens[:, 1:], obj_logits)
         if self.stability is not None and not self.training:

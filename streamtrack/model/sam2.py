@@ -74,7 +74,6 @@ class SAM2(nn.Module):
         mask_input: torch.Tensor | None,
         multimask: bool,
         batch: int | None = None,
-        all_candidates: bool = False,
     ) -> DecoderOutput:
         """Prompt-encode and mask-decode against (memory-conditioned) image features.
 
@@ -84,23 +83,20 @@ class SAM2(nn.Module):
             coords: float[B, N, 2] (x, y) in model-input pixels; labels: int[B, N].
             mask_input: float[B, 1, S/4, S/4] low-res mask logits, or None.
             batch: B when there are neither points nor a mask.
-            all_candidates: see :meth:`MaskDecoder.forward`.
         """
         if batch is None:
             batch = (coords if coords is not None else mask_input if mask_input is not None else image_embed).shape[0]
         pe = self.sam_prompt_encoder
         sparse, dense = pe(batch, coords, labels, mask_input)
-        return self.sam_mask_decoder(image_embed, pe.dense_pe(), sparse, dense, high_res, multimask, all_candidates)
+        return self.sam_mask_decoder(image_embed, pe.dense_pe(), sparse, dense, high_res, multimask)
 
 
-def build_sam2(cfg: ModelConfig, stability: bool | None = None) -> SAM2:
+def build_sam2(cfg: ModelConfig, stability: bool = True) -> SAM2:
     """Compose a model from its parts (randomly initialised; load weights afterwards).
 
-    ``stability``: the official builds' single-mask stability fallback (default: the config's
-    ``stability_fallback``).
+    ``stability``: the official builds' single-mask stability fallback (on by default).
     """
     c = cfg.hidden_dim
-    stability = cfg.stability_fallback if stability is None else stability
     return SAM2(
         cfg,
         image_encoder=ImageEncoder(cfg.trunk, c),

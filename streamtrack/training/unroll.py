@@ -3,12 +3,8 @@
 Frame 0 is prompted (mask, box or clicks) and decoded without memory. Every later frame attends
 to the memories and object pointers of earlier frames, chosen as the tracker chooses them
 (conditioning frames, the num_maskmem - 1 most recent frames, pointers up to max_obj_ptrs - 1
-frames old), and decoded once for both outputs: the three multimask candidates (the best one
-scored) and the single mask (scored apart). Without a prompt, only the memory can tell the
-single mask which object to segment, while the candidates can each take a salient object:
-training both keeps the candidates teaching objectness from the start and the single mask
-learning to read the memory. What goes on is what the tracker would keep (the config's
-``multimask_tracking`` chooses). On correction frames a click is sampled from
+frames old), and is decoded as the tracker decodes it (with multimask output unless the config
+turns ``multimask_tracking`` off). On correction frames a click is sampled from
 the error of that prediction, and the frame is decoded again with it and becomes a conditioning
 frame, as a live user's correction does.
 """
@@ -113,11 +109,9 @@ def unroll(model: SAM2, images: torch.Tensor, masks: torch.Tensor, row_clip: tor
         else:
             pix = _condition(model, raw, embed_pos, memories, t, grid_pe)
             no_xy, no_lab = heads.no_points(b, dev)
-            out = model.decode(pix, frame_hr, no_xy, no_lab, None, multimask=True, all_candidates=True)
-            single, multi = out.candidates(slice(0, 1)), out.candidates(slice(1, None))
-            score(multi, target)
-            score(single, target, tracking=True)
-            chosen = heads.choose(model, multi if model.cfg.multimask_tracking else single)
+            out = model.decode(pix, frame_hr, no_xy, no_lab, None, multimask=model.cfg.multimask_tracking)
+            score(out, target, tracking=True)
+            chosen = heads.choose(model, out)
             if t in plan.corrections:
                 chosen, cond = _correct(model, pix, frame_hr, chosen, target, rng, score), True
         mem = heads.encode_memory(model, raw, chosen.high_res.detach(), chosen.object_score.detach(), binarize=cond)
