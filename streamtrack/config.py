@@ -103,7 +103,8 @@ class ModelConfig:
     """Decode frames tracked without a prompt with the three multimask candidates and keep the
     one of highest predicted IoU (the official models all do). False: the single-mask output.
     A model trained from scratch with multimask tracking can learn to put a different salient
-    object in each candidate instead of reading its memory; the nano model turns it off."""
+    object in each candidate instead of reading its memory. Every shipped config keeps it on
+    (see docs/nano-model.md for a training run with it off)."""
     backbone_stride: int = field(default=16, init=False)
 
     def __post_init__(self) -> None:
