@@ -202,7 +202,7 @@ def test_stage_times_are_recorded_in_order(model, frames):
 @pytest.mark.parametrize("multimask", [True, False])
 def test_tracked_frames_decode_as_the_config_says(frames, monkeypatch, multimask):
     """``multimask_tracking`` picks the decoder's output for frames tracked without a prompt,
-    in the tracker and in the training unroll alike (nano turns it off)."""
+    in the tracker and in the training unroll alike (every shipped config keeps it on)."""
     import dataclasses
 
     from streamtrack.model import build_sam2
