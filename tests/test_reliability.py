@@ -268,6 +268,10 @@ def test_drain_mode_gives_a_slow_consumer_fresh_masks(running):
 
 SOAK_SECONDS = float(os.environ.get("STREAMTRACK_SOAK_SECONDS", "90"))
 FLOOR_WINDOW_S = 10.0
+FLOOR_SLOPE_MAX = 0.05
+"""MiB/s: the most the RSS floor may rise after warm-up."""
+FLOOR_GROWTH_MAX = 8.0
+"""MiB: the most the RSS floor may grow from its first window to its last."""
 """RSS swings by tens of MiB from second to second as the allocator takes and returns large
 blocks (a 300 s soak measured 288..328 MiB around a flat floor), so a straight line through the
 raw samples reads that noise as a slope. A leak raises the floor: the minimum of each 10 s window."""
@@ -308,6 +312,11 @@ print(json.dumps({"samples": samples, "depth": depth, "tracked": p.counters.trac
 """
 
 
+def floor_grows(slope: float, floor: np.ndarray) -> bool:
+    """Whether an RSS floor (and its fitted slope) is over either bound."""
+    return slope >= FLOOR_SLOPE_MAX or floor[-1] - floor[0] >= FLOOR_GROWTH_MAX
+
+
 def soak(seconds: float) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
     """Run the soak script for ``seconds``: (report, t, rss, floor window starts, floor, slope)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
@@ -335,15 +344,15 @@ def test_soak_memory_and_queues_stay_bounded():
     over the bound is measured again on a soak twice as long, as a leak would persist."""
     seconds = SOAK_SECONDS
     report, t, rss, starts, floor, slope = soak(seconds)
-    if slope >= 0.05 or floor[-1] - floor[0] >= 8:
+    if floor_grows(slope, floor):
         seconds = 2 * SOAK_SECONDS
         report, t, rss, starts, floor, slope = soak(seconds)
     assert report["reconnects"] >= 1, "the source loops: it ends every 3 s and is reopened"
     assert report["tracked"] > 0.8 * FPS * seconds
     assert report["depth"] <= 1
     assert len(floor) >= 5
-    assert slope < 0.05, f"the RSS floor grows {slope:.3f} MiB/s after warm-up"
-    assert floor[-1] - floor[0] < 8
+    assert slope < FLOOR_SLOPE_MAX, f"the RSS floor grows {slope:.3f} MiB/s after warm-up"
+    assert floor[-1] - floor[0] < FLOOR_GROWTH_MAX
     assert rss[t >= 0.25 * seconds].max() < floor.min() + 96, "peaks stay bounded above the floor"
 
 
@@ -356,7 +365,7 @@ def test_the_rss_floor_sees_a_leak_through_allocator_noise():
     for leak, grows in ((0.0, False), (0.1, True)):
         starts, floor = rss_floor(t, noise + leak * t, since=0.25 * SOAK_SECONDS)
         slope = np.polyfit(starts, floor, 1)[0]
-        assert (slope >= 0.05 or floor[-1] - floor[0] >= 8) == grows
+        assert floor_grows(slope, floor) == grows
 
 
 # --- 6. camera failure ---------------------------------------------------------------------------

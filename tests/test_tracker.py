@@ -9,6 +9,7 @@ import torch
 
 import streamtrack.tracker.graph as graph_module
 from streamtrack.checkpoint import load_model
+from streamtrack.config import load_config
 from streamtrack.tracker import Prompt, PromptError, Tracker, TrackerConfig
 from video import moving_shapes
 
@@ -210,7 +211,7 @@ def test_tracked_frames_decode_as_the_config_says(frames, monkeypatch, multimask
     from streamtrack.training.unroll import ClipPlan, unroll
 
     torch.manual_seed(0)
-    cfg = dataclasses.replace(load_model("nano", None, image_size=SIZE).cfg, multimask_tracking=multimask)
+    cfg = dataclasses.replace(load_config("nano", SIZE), multimask_tracking=multimask)
     net = build_sam2(cfg).eval()
     calls = []
     real = net.decode

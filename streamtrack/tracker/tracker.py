@@ -67,8 +67,8 @@ class Tracker:
                       cfg.mem_dim, cfg.hidden_dim),
             self.device,
         )
-        self.fixed_shapes = config.fixed_shapes if config.fixed_shapes is not None else self.device.type == "cuda"
         on_cuda = self.device.type == "cuda"
+        self.fixed_shapes = config.fixed_shapes if config.fixed_shapes is not None else on_cuda
         graph = config.cuda_graph if config.cuda_graph is not None else on_cuda and self.fixed_shapes
         if graph and not (self.fixed_shapes and on_cuda):
             raise ValueError("cuda_graph needs a CUDA device and fixed_shapes")
