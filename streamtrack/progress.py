@@ -12,13 +12,15 @@ class Progress:
 
     On a terminal the bar redraws in place at most 5 times a second; otherwise a
     line is printed every 10% (or every 100 items when the total is unknown).
+    ``done``: items finished before this run (a resumed job); they count towards the total
+    but not towards the rate.
     """
 
-    def __init__(self, label: str, total: int | None, stream: TextIO | None = None) -> None:
+    def __init__(self, label: str, total: int | None, stream: TextIO | None = None, done: int = 0) -> None:
         # sys.stderr looked up now, not at import: it may have been replaced since.
         stream = sys.stderr if stream is None else stream
         self.label, self.total, self.stream = label, total, stream
-        self.count = 0
+        self.count = self.done = done
         self.start = time.monotonic()
         self._last_draw = 0.0
         self._last_step = -1
@@ -45,12 +47,12 @@ class Progress:
     def _draw(self, final: bool = False) -> None:
         self._last_draw = time.monotonic()
         elapsed = self._last_draw - self.start
-        rate = self.count / elapsed if elapsed > 0 else 0.0
+        rate = (self.count - self.done) / elapsed if elapsed > 0 else 0.0
         if self.total:
             frac = min(self.count / self.total, 1.0)
             bar = "#" * int(frac * 30)
-            eta = (self.total - self.count) / rate if rate > 0 else 0.0
-            text = f"{self.label} [{bar:<30}] {self.count}/{self.total} {rate:.1f}/s eta {eta:.0f}s"
+            eta = f"{(self.total - self.count) / rate:.0f}s" if rate > 0 else "?"
+            text = f"{self.label} [{bar:<30}] {self.count}/{self.total} {rate:.1f}/s eta {eta}"
         else:
             text = f"{self.label} {self.count} {rate:.1f}/s"
         if self._tty:

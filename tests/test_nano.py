@@ -17,6 +17,8 @@ from streamtrack.config import load_config
 from streamtrack.model import build_sam2
 from streamtrack.procgen import benchmark_clips
 from streamtrack.tracker import Tracker, TrackerConfig
+from streamtrack.training.probes import MemoryProbes
+from streamtrack.training.unroll import unroll
 from streamtrack.vos import run_tracker_on_clip, score_clip, summarize
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,8 +41,6 @@ def batch_loss(state_dict: dict, seed: int = 123) -> float:
     model.load_state_dict(state_dict)
     rng = np.random.default_rng(seed)
     images, masks, row_clip, plan = train.make_batch(rng, 128, 2, 3, 2)
-    from streamtrack.training.unroll import unroll
-
     with torch.no_grad():
         return float(unroll(model, images, masks, row_clip, plan, rng)[0])
 
@@ -69,6 +69,27 @@ def test_training_is_deterministic_and_resumes_exactly(tmp_path):
     a = torch.load(tmp_path / "a" / "nano.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "b" / "nano.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_memory_readouts_train_the_memory_path():
+    """The read-out losses add to the tracking loss, and their gradient reaches the memory
+    encoder and memory attention (it would not if they read detached features)."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    cfg = load_config("nano", 128)
+    model = build_sam2(cfg, stability=False).train()
+    probes = MemoryProbes(cfg.mem_dim, cfg.hidden_dim)
+    train = train_module()
+    images, masks, row_clip, plan = train.make_batch(np.random.default_rng(5), 128, 2, 3, 2)
+    plain, _ = unroll(model, images, masks, row_clip, plan, np.random.default_rng(1))
+    total, parts = unroll(model, images, masks, row_clip, plan, np.random.default_rng(1), probes)
+    assert parts["probe_mem"] > 0 and parts["probe_cond"] > 0
+    readouts = total - plain
+    assert readouts.item() == pytest.approx(parts["probe_mem"] + parts["probe_cond"], rel=1e-4)
+    readouts.backward()
+    for module in (model.memory_encoder, model.memory_attention, probes.memory, probes.conditioned):
+        grads = [p.grad.abs().sum().item() for p in module.parameters() if p.grad is not None]
+        assert grads and max(grads) > 0, type(module).__name__
 
 
 def test_the_shipped_weights_are_the_default_and_small():

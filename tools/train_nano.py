@@ -26,7 +26,12 @@ from streamtrack.model import build_sam2
 from streamtrack.preprocess import normalize
 from streamtrack.progress import Progress
 from streamtrack.training.clips import first_frame_prompt, sample_clip
+from streamtrack.training.probes import MemoryProbes
 from streamtrack.training.unroll import ClipPlan, unroll
+
+
+LOGGED = ("mask", "track", "iou", "score", "embed", "probe_mem", "probe_cond")
+"""Loss parts printed every 10 steps and recorded in nano.json."""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -45,6 +50,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2, help="torch threads (results depend on it; default: 2)")
     ap.add_argument("--save-every", type=int, default=50, help="steps between resumable checkpoints")
+    ap.add_argument("--no-probes", action="store_true",
+                    help="train without the memory read-out losses (streamtrack/training/probes.py)")
     ap.add_argument("--max-minutes", type=float, default=None,
                     help="stop early (resumably) after this wall time; the run is then not finished")
     return ap.parse_args(argv)
@@ -81,13 +88,17 @@ def main(argv: list[str] | None = None) -> int:
     model = build_sam2(cfg, stability=False).train()
     if args.init is not None:
         model.load_state_dict(torch.load(args.init, weights_only=True)["model"])
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    probes = None if args.no_probes else MemoryProbes(cfg.mem_dim, cfg.hidden_dim).train()
+    params = list(model.parameters()) + ([] if probes is None else list(probes.parameters()))
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     args.out.mkdir(parents=True, exist_ok=True)
     last = args.out / "last.pt"
     step, elapsed, history = 0, 0.0, []
     if last.exists():
         state = torch.load(last, weights_only=True)
         model.load_state_dict(state["model"])
+        if probes is not None:
+            probes.load_state_dict(state["probes"])
         opt.load_state_dict(state["opt"])
         step, elapsed = int(state["step"]), float(state["elapsed"])
         history = json.loads(state["history"])
@@ -97,20 +108,20 @@ def main(argv: list[str] | None = None) -> int:
     def save() -> None:
         tmp = last.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                    "probes": None if probes is None else probes.state_dict(),
                     "elapsed": elapsed + time.monotonic() - started, "history": json.dumps(history)}, tmp)
         tmp.replace(last)
 
-    with Progress("training", args.steps) as bar:
-        bar.update(step)
+    with Progress("training", args.steps, done=step) as bar:
         while step < args.steps:
             rng = np.random.default_rng((args.seed, step))
             images, masks, row_clip, plan = make_batch(rng, cfg.image_size, args.batch, args.frames, args.objects)
             for g in opt.param_groups:
                 g["lr"] = learning_rate(step, args)
-            loss, parts = unroll(model, images, masks, row_clip, plan, rng)
+            loss, parts = unroll(model, images, masks, row_clip, plan, rng, probes)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             history.append({"step": step, "loss": loss.item(), **parts})
             step += 1
@@ -118,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             if step % 10 == 0:
                 recent = history[-10:]
                 print(f"step {step} loss {np.mean([h['loss'] for h in recent]):.4f} "
-                      + " ".join(f"{k} {np.mean([h[k] for h in recent if k in h]):.4f}" for k in ("mask", "track", "iou", "score", "embed")),
+                      + " ".join(f"{k} {np.mean([h[k] for h in recent if k in h]):.4f}" for k in LOGGED if any(k in h for h in recent)),
                       file=sys.stderr, flush=True)
             if step % args.save_every == 0 or step == args.steps:
                 save()
@@ -134,10 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python tools/train_nano.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "config": cfg.name, "init": None if args.init is None else str(args.init), "seed": args.seed,
         "steps": args.steps, "batch": args.batch, "frames": args.frames, "objects": args.objects,
-        "lr": args.lr, "threads": args.threads, "train_minutes": round(total / 60, 1),
+        "lr": args.lr, "probes": probes is not None, "threads": args.threads, "train_minutes": round(total / 60, 1),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
         "first_100_steps_loss": round(float(np.mean([h["loss"] for h in history[:100]])), 4),
-        "final_100_steps": {k: round(float(np.mean([h[k] for h in tail if k in h])), 4) for k in ("loss", "mask", "track", "iou", "score", "embed")},
+        "final_100_steps": {k: round(float(np.mean([h[k] for h in tail if k in h])), 4) for k in ("loss",) + LOGGED if any(k in h for h in tail)},
     }
     (args.out / "nano.json").write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2))

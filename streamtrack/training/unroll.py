@@ -23,6 +23,7 @@ from streamtrack.tracker import heads
 from streamtrack.tracker.tracker import PREV_LOGITS_CLAMP
 from streamtrack.training.clips import PointPrompt, correction_click, pad_prompts
 from streamtrack.training.losses import frame_loss
+from streamtrack.training.probes import MemoryProbes, probe_loss
 
 LIVE_PTR_WINDOW = 15
 """Pointer ages are divided by this, as the tracker does on live streams of unknown length."""
@@ -56,12 +57,13 @@ class _Memory:
 
 
 def unroll(model: SAM2, images: torch.Tensor, masks: torch.Tensor, row_clip: torch.Tensor, plan: ClipPlan,
-           rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+           rng: np.random.Generator, probes: MemoryProbes | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss of R objects in C clips, tracked side by side.
 
     ``images: float[C, T, 3, S, S]`` normalised; ``masks: float[R, T, S, S]`` in {0, 1};
     ``row_clip: int[R]``, the clip of each object. Returns the mean over scored frames of
-    :func:`frame_loss`, and averaged loss parts.
+    :func:`frame_loss`, and averaged loss parts. With ``probes``, the mean of their read-out
+    losses (on every memory written, and on every frame's memory-conditioned features) is added.
     """
     n_clips, t_len, _, s, _ = images.shape
     b = masks.shape[0]
@@ -78,6 +80,7 @@ def unroll(model: SAM2, images: torch.Tensor, masks: torch.Tensor, row_clip: tor
     parts: dict[str, float] = {}
 
     tracked: list[float] = []
+    probe_terms: dict[str, list[torch.Tensor]] = {"probe_mem": [], "probe_cond": []}
 
     def score(out, target, tracking: bool = False):  # noqa: ANN001, ANN202
         logits = F.interpolate(out.low_res_logits, size=(s, s), mode="bilinear", align_corners=False)
@@ -108,6 +111,8 @@ def unroll(model: SAM2, images: torch.Tensor, masks: torch.Tensor, row_clip: tor
             chosen = heads.choose(model, out)
         else:
             pix = _condition(model, raw, embed_pos, memories, t, grid_pe)
+            if probes is not None:
+                probe_terms["probe_cond"].append(probe_loss(probes.conditioned, pix, target))
             no_xy, no_lab = heads.no_points(b, dev)
             out = model.decode(pix, frame_hr, no_xy, no_lab, None, multimask=model.cfg.multimask_tracking)
             score(out, target, tracking=True)
@@ -116,13 +121,22 @@ def unroll(model: SAM2, images: torch.Tensor, masks: torch.Tensor, row_clip: tor
                 chosen, cond = _correct(model, pix, frame_hr, chosen, target, rng, score), True
         mem = heads.encode_memory(model, raw, chosen.high_res.detach(), chosen.object_score.detach(), binarize=cond)
         memories.append(_Memory(t, mem.float(), chosen.obj_ptr, cond))
+        if probes is not None:
+            written = (chosen.high_res.detach() > 0).float()
+            probe_terms["probe_mem"].append(probe_loss(probes.memory, mem.float(), written))
 
     n = max(len(losses), 1)
     embed_term = feats.embed.pow(2).mean()
     out = {k: v / n for k, v in parts.items()} | {"embed": embed_term.item()}
     if tracked:
         out["track"] = float(np.mean(tracked))
-    return torch.stack(losses).mean() + EMBED_WEIGHT * embed_term, out
+    total = torch.stack(losses).mean() + EMBED_WEIGHT * embed_term
+    for k, terms in probe_terms.items():
+        if terms:
+            term = torch.stack(terms).mean()
+            out[k] = term.item()
+            total = total + term
+    return total, out
 
 
 def _correct(model: SAM2, pix: torch.Tensor, frame_hr: tuple[torch.Tensor, torch.Tensor], chosen: heads.HeadOutput,
