@@ -146,27 +146,38 @@ class Scene:
         cam = self._camera(t)
         rgb = cv2.warpAffine(self._background, cam, (c.width, c.height), flags=cv2.INTER_LINEAR,
                              borderMode=cv2.BORDER_REFLECT)
-        labels = np.zeros((c.height, c.width), np.int16)  # front-most thing per pixel, 0 = background
+        labels = self._layers(t, cam, rgb)
+        return self._effects(rgb, index, t), self._visible(labels)
+
+    def visible_masks(self, index: int) -> dict[int, np.ndarray]:
+        """Frame ``index``'s masks as :meth:`render` gives them, without drawing the image (cheaper)."""
+        t = index / self.config.fps
+        return self._visible(self._layers(t, self._camera(t), None))
+
+    def _layers(self, t: float, cam: np.ndarray, rgb: np.ndarray | None) -> np.ndarray:
+        """int16[H, W]: 1 + the index of the front-most thing per pixel, 0 on background. With
+        ``rgb``, each thing's texture is drawn into it too."""
+        c = self.config
+        labels = np.zeros((c.height, c.width), np.int16)
         for k, (thing, to_frame) in enumerate(self._placed(t, cam)):
             mask = self._shape_mask(thing, t, to_frame)
             ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
             if ys.size == 0:
                 continue
-            # Warp the texture into the object's bounding box only.
             y0, y1, x0, x1 = ys[0], ys[-1] + 1, xs[0], xs[-1] + 1
-            warp = _texture_to_frame(thing, to_frame)
-            warp[:, 2] -= (x0, y0)
-            patch = cv2.warpAffine(thing.texture, warp, (int(x1 - x0), int(y1 - y0)), flags=cv2.INTER_LINEAR,
-                                   borderMode=cv2.BORDER_REFLECT)
             box = (slice(y0, y1), slice(x0, x1))
-            np.copyto(rgb[box], patch, where=mask[box][..., None])
+            if rgb is not None:
+                # Warp the texture into the object's bounding box only.
+                warp = _texture_to_frame(thing, to_frame)
+                warp[:, 2] -= (x0, y0)
+                patch = cv2.warpAffine(thing.texture, warp, (int(x1 - x0), int(y1 - y0)), flags=cv2.INTER_LINEAR,
+                                       borderMode=cv2.BORDER_REFLECT)
+                np.copyto(rgb[box], patch, where=mask[box][..., None])
             labels[box][mask[box]] = k + 1
-        rgb = self._effects(rgb, index, t)
-        masks = {}
-        for k, thing in enumerate(self._things):
-            if thing.obj_id > 0:
-                masks[thing.obj_id] = labels == k + 1
-        return rgb, dict(sorted(masks.items()))
+        return labels
+
+    def _visible(self, labels: np.ndarray) -> dict[int, np.ndarray]:
+        return dict(sorted((th.obj_id, labels == k + 1) for k, th in enumerate(self._things) if th.obj_id > 0))
 
     def full_masks(self, index: int) -> dict[int, np.ndarray]:
         """Each labelled object's whole shape on frame ``index``, hidden parts included."""

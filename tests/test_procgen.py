@@ -42,6 +42,22 @@ def test_training_clips_draw_only_training_seeds(monkeypatch):
     assert seen and all(s in TRAIN_SEEDS and s not in BENCHMARK_SEEDS for s in seen)
 
 
+def test_gap_clips_show_an_object_vanishing():
+    """``gap_share`` clips have a tracked object gone on some later frame (the object score's
+    negative examples); plain clips seldom do. Masks-only rendering agrees with render()."""
+
+    def gaps(share: float) -> int:
+        rng = np.random.default_rng(3)
+        clips = [sample_clip(rng, 96, 6, 3, share) for _ in range(12)]
+        return sum(bool((c.masks[:, 1:].reshape(len(c.masks), 5, -1).sum(-1) == 0).any()) for c in clips)
+
+    assert gaps(1.0) >= 10 and gaps(1.0) >= gaps(0.0) + 5, (gaps(0.0), gaps(1.0))
+    scene = Scene(SceneConfig(width=96, height=80, num_objects=3, num_distractors=1), 4)
+    for i in (0, 7, 30):
+        drawn, fast = scene.render(i)[1], scene.visible_masks(i)
+        assert drawn.keys() == fast.keys() and all(np.array_equal(drawn[k], fast[k]) for k in drawn)
+
+
 def test_a_scene_is_a_function_of_its_seed_and_frames_render_in_any_order():
     cfg = SceneConfig(width=96, height=80)
     a, b, c = Scene(cfg, 5), Scene(cfg, 5), Scene(cfg, 6)

@@ -43,6 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--batch", type=int, default=4, help="clips per step (default: 4)")
     ap.add_argument("--frames", type=int, default=8, help="frames per clip (default: 8)")
     ap.add_argument("--objects", type=int, default=3, help="objects tracked side by side per clip, at most (default: 3)")
+    ap.add_argument("--gap-share", type=float, default=0.5,
+                    help="share of clips chosen so that a tracked object vanishes on a later frame (default: 0.5)")
     ap.add_argument("--init", type=Path, default=None,
                     help="start from these weights (a nano.pt of an earlier stage) instead of random ones")
     ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: 1e-3)")
@@ -64,11 +66,11 @@ def learning_rate(step: int, args: argparse.Namespace) -> float:
     return args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
-def make_batch(rng: np.random.Generator, size: int, batch: int, frames: int, objects: int
+def make_batch(rng: np.random.Generator, size: int, batch: int, frames: int, objects: int, gap_share: float = 0.0
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, ClipPlan]:
     """float[C, T, 3, S, S] normalised images, float[R, T, S, S] masks of the R objects, int[R]
     clip of each object, and how they are prompted."""
-    clips = [sample_clip(rng, size, frames, objects) for _ in range(batch)]
+    clips = [sample_clip(rng, size, frames, objects, gap_share) for _ in range(batch)]
     images = torch.from_numpy(np.stack([c.images for c in clips])).permute(0, 1, 4, 2, 3).float().div(255)
     images = normalize(images.flatten(0, 1)).view(batch, frames, 3, size, size)
     masks = torch.from_numpy(np.concatenate([c.masks for c in clips])).float()
@@ -115,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     with Progress("training", args.steps, done=step) as bar:
         while step < args.steps:
             rng = np.random.default_rng((args.seed, step))
-            images, masks, row_clip, plan = make_batch(rng, cfg.image_size, args.batch, args.frames, args.objects)
+            images, masks, row_clip, plan = make_batch(rng, cfg.image_size, args.batch, args.frames, args.objects,
+                                                        args.gap_share)
             for g in opt.param_groups:
                 g["lr"] = learning_rate(step, args)
             loss, parts = unroll(model, images, masks, row_clip, plan, rng, probes)
@@ -145,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python tools/train_nano.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "config": cfg.name, "init": None if args.init is None else str(args.init), "seed": args.seed,
         "steps": args.steps, "batch": args.batch, "frames": args.frames, "objects": args.objects,
-        "lr": args.lr, "probes": probes is not None, "threads": args.threads, "train_minutes": round(total / 60, 1),
+        "gap_share": args.gap_share, "lr": args.lr, "probes": probes is not None, "threads": args.threads, "train_minutes": round(total / 60, 1),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
         "first_100_steps_loss": round(float(np.mean([h["loss"] for h in history[:100]])), 4),
         "final_100_steps": {k: round(float(np.mean([h[k] for h in tail if k in h])), 4) for k in ("loss",) + LOGGED if any(k in h for h in tail)},

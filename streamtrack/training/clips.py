@@ -13,6 +13,12 @@ from streamtrack.procgen import TRAIN_SEEDS, Scene, SceneConfig
 MIN_FIRST_AREA = 0.004
 """The tracked object covers at least this fraction of the first frame."""
 
+GAP_TRIES = 20
+"""Scenes tried for a clip in which a tracked object vanishes, before taking any clip."""
+
+GAP_STARTS = 8
+"""Start frames tried per scene for such a clip."""
+
 
 @dataclass(frozen=True)
 class Clip:
@@ -38,25 +44,46 @@ def train_scene_config(size: int, rng: np.random.Generator) -> SceneConfig:
                        num_distractors=int(rng.integers(0, 3)), fps=float(rng.uniform(6.0, 14.0)))
 
 
-def sample_clip(rng: np.random.Generator, size: int, frames: int, max_objects: int = 1) -> Clip:
+def sample_clip(rng: np.random.Generator, size: int, frames: int, max_objects: int = 1,
+                gap_share: float = 0.0) -> Clip:
     """A clip of ``frames`` frames at ``size`` x ``size`` with up to ``max_objects`` tracked objects,
     each well visible on frame 0. Several objects of one clip are tracked side by side, as the
-    tracker does: their masks differ only through what each one's memory holds."""
-    while True:
+    tracker does: their masks differ only through what each one's memory holds.
+
+    With probability ``gap_share`` the clip is one where a tracked object vanishes (hidden or out
+    of the frame) on a later frame, if one is found within :data:`GAP_TRIES` scenes. Few random
+    short clips have such frames, and without them the object score never learns to say "gone"."""
+    want_gap = rng.random() < gap_share
+    for attempt in range(10_000):
         seed = int(rng.integers(TRAIN_SEEDS.start, TRAIN_SEEDS.stop))
         scene = Scene(train_scene_config(size, rng), seed)
-        start = int(rng.integers(0, 200))
-        first_rgb, first = scene.render(start)
-        candidates = [k for k, m in first.items() if m.mean() >= MIN_FIRST_AREA]
-        if not candidates:
+        order = None
+        # A scene is costly to build and a frame's masks are cheap: look at several starts of it.
+        for start in rng.integers(0, 200, GAP_STARTS if want_gap and attempt < GAP_TRIES else 1):
+            order = _first_frame_objects(rng, scene, int(start))
+            if order and want_gap and attempt < GAP_TRIES:
+                later = [scene.visible_masks(i) for i in range(start + 1, start + frames)]
+                gone = [k for k in order if any(not m[k].any() for m in later)]
+                order = gone + [k for k in order if k not in gone] if gone else None
+            if order:
+                break
+        if not order:
             continue
-        objs = [candidates[i] for i in rng.permutation(len(candidates))[:max_objects]]
-        images, masks = [first_rgb], [[first[k] for k in objs]]
-        for i in range(start + 1, start + frames):
+        objs = order[:max_objects]
+        images, masks = [], []
+        for i in range(int(start), int(start) + frames):
             rgb, gt = scene.render(i)
             images.append(rgb)
             masks.append([gt[k] for k in objs])
         return Clip(np.stack(images), np.stack(masks).transpose(1, 0, 2, 3))
+    raise RuntimeError("no scene with a visible object in 10,000 tries")
+
+
+def _first_frame_objects(rng: np.random.Generator, scene: Scene, start: int) -> list[int]:
+    """The labelled objects well visible on frame ``start``, in random order."""
+    first = scene.visible_masks(start)
+    candidates = [k for k, m in first.items() if m.mean() >= MIN_FIRST_AREA]
+    return [candidates[i] for i in rng.permutation(len(candidates))]
 
 
 def interior_point(rng: np.random.Generator, region: np.ndarray) -> tuple[float, float]:
