@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-import streamtrack.tracker.graph as graph_module
 from streamtrack.checkpoint import load_model
 from streamtrack.config import load_config
 from streamtrack.tracker import Prompt, PromptError, Tracker, TrackerConfig
@@ -142,32 +141,6 @@ def test_prompt_before_any_frame_is_an_error(model):
 def test_malformed_prompts_are_rejected(kwargs, message):
     with pytest.raises(PromptError, match=message):
         Prompt(1, **kwargs)
-
-
-def test_per_frame_step_shapes_are_fixed(model, frames, monkeypatch):
-    """With fixed shapes, objects come and go within capacity and the step's inputs never change shape."""
-    seen: list[tuple] = []
-    real_step = graph_module.frame_step
-
-    def recording_step(model_, bank, feats, frame, rows, active, fixed, stream_length, times):
-        tensors = [feats.embed, feats.embed_pos, *feats.high_res, rows, active, *bank.tensors()]
-        seen.append(tuple((tuple(t.shape), t.dtype) for t in tensors))
-        return real_step(model_, bank, feats, frame, rows, active, fixed, stream_length, times)
-
-    monkeypatch.setattr(graph_module, "frame_step", recording_step)
-    tracker = Tracker(model, TrackerConfig(max_objects=3, fixed_shapes=True))
-    script = {0: [POINT], 3: [BOX], 6: "remove 1", 9: [Prompt(3, points=((20.0, 20.0),), labels=(1,))], 12: "remove 2"}
-    for t, frame in enumerate(frames[:16]):
-        tracker.track(frame)
-        action = script.get(t)
-        if isinstance(action, list):
-            for p in action:
-                tracker.add_prompt(p)
-        elif action:
-            tracker.remove_object(int(action.split()[1]))
-    assert len(seen) == 15  # every frame after the first prompt
-    assert len(set(seen)) == 1, "the step's input shapes changed"
-    assert tracker.object_ids == [3]
 
 
 def test_memory_holds_the_official_window_only(model, frames):

@@ -46,10 +46,15 @@ def test_step_inputs_keep_their_shapes_dtypes_and_buffers_on_every_frame(model, 
     tracker = Tracker(model, TrackerConfig(max_objects=4, fixed_shapes=True))
     step = tracker.static_step
     assert isinstance(step, StaticStep) and not step.graph_enabled
-    seen: list[tuple[StepSignature | None, tuple[int, ...]]] = []
-    drive(tracker, frames, lambda t: seen.append((step.signature, tuple(b.data_ptr() for b in step._inputs))))
+    seen: list[tuple[StepSignature | None, tuple[int, ...], tuple]] = []
+
+    def record(t: int) -> None:
+        bank = tuple((tuple(b.shape), b.dtype, b.data_ptr()) for b in tracker.bank.tensors())
+        seen.append((step.signature, tuple(b.data_ptr() for b in step._inputs), bank))
+
+    drive(tracker, frames, record)
     assert step.frames_run == FRAMES - 1  # frame 0 is tracked before its first prompt
-    assert seen[1][0] is not None and set(seen[1:]) == {seen[1]}, "inputs and their buffers never change"
+    assert seen[1][0] is not None and set(seen[1:]) == {seen[1]}, "inputs, bank and their buffers never change"
     embed = {name: (shape, dtype) for name, shape, dtype in seen[1][0].tensors}
     assert embed["active"] == ((4,), torch.bool) and embed["embed"][1] == torch.float32
     wrong = tracker._frame.feats

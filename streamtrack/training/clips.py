@@ -53,7 +53,7 @@ def sample_clip(rng: np.random.Generator, size: int, frames: int, max_objects: i
     With probability ``gap_share`` the clip is one where a tracked object vanishes (hidden or out
     of the frame) on a later frame, if one is found within :data:`GAP_TRIES` scenes. Few random
     short clips have such frames, and without them the object score never learns to say "gone"."""
-    want_gap = rng.random() < gap_share
+    want_gap = gap_share > 0 and rng.random() < gap_share  # no draw when off: clips as before
     for attempt in range(10_000):
         seed = int(rng.integers(TRAIN_SEEDS.start, TRAIN_SEEDS.stop))
         scene = Scene(train_scene_config(size, rng), seed)
