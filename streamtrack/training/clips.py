@@ -57,21 +57,19 @@ def sample_clip(rng: np.random.Generator, size: int, frames: int, max_objects: i
     for attempt in range(10_000):
         seed = int(rng.integers(TRAIN_SEEDS.start, TRAIN_SEEDS.stop))
         scene = Scene(train_scene_config(size, rng), seed)
-        order = None
+        seek_gap = want_gap and attempt < GAP_TRIES
         # A scene is costly to build and a frame's masks are cheap: look at several starts of it.
-        for start in rng.integers(0, 200, GAP_STARTS if want_gap and attempt < GAP_TRIES else 1):
-            order = _first_frame_objects(rng, scene, int(start))
-            if order and want_gap and attempt < GAP_TRIES:
-                later = [scene.visible_masks(i) for i in range(start + 1, start + frames)]
-                gone = [k for k in order if any(not m[k].any() for m in later)]
-                order = gone + [k for k in order if k not in gone] if gone else None
+        for start in rng.integers(0, 200, GAP_STARTS if seek_gap else 1).tolist():
+            order = _first_frame_objects(rng, scene, start)
+            if order and seek_gap:
+                order = _vanishing_first(scene, order, start, frames)
             if order:
                 break
-        if not order:
+        else:
             continue
         objs = order[:max_objects]
         images, masks = [], []
-        for i in range(int(start), int(start) + frames):
+        for i in range(start, start + frames):
             rgb, gt = scene.render(i)
             images.append(rgb)
             masks.append([gt[k] for k in objs])
@@ -84,6 +82,14 @@ def _first_frame_objects(rng: np.random.Generator, scene: Scene, start: int) -> 
     first = scene.visible_masks(start)
     candidates = [k for k, m in first.items() if m.mean() >= MIN_FIRST_AREA]
     return [candidates[i] for i in rng.permutation(len(candidates))]
+
+
+def _vanishing_first(scene: Scene, order: list[int], start: int, frames: int) -> list[int]:
+    """``order`` with the objects that are gone on some later frame of the clip first; empty
+    when none is."""
+    later = [scene.visible_masks(i) for i in range(start + 1, start + frames)]
+    gone = [k for k in order if any(not m[k].any() for m in later)]
+    return gone + [k for k in order if k not in gone] if gone else []
 
 
 def interior_point(rng: np.random.Generator, region: np.ndarray) -> tuple[float, float]:
