@@ -71,6 +71,25 @@ def test_training_is_deterministic_and_resumes_exactly(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_time_budget_chooses_the_steps_and_replays_exactly(tmp_path):
+    """--minutes picks the step count at the end of the warm-up; that count, given as --steps,
+    replays the run bit for bit."""
+    torch.set_num_threads(1)
+    train = train_module()
+    tiny = [*TINY, "--warmup", "3"]  # the last --warmup counts
+    assert train.main(["--out", str(tmp_path / "a"), "--steps", "40", "--minutes", "0", *tiny]) == 0
+    record = json.loads((tmp_path / "a" / "nano.json").read_text())
+    assert record["steps"] == 3 and record["budget_minutes"] == 0  # no time left after the warm-up
+    assert train.main(["--out", str(tmp_path / "b"), "--steps", "3", *tiny]) == 0
+    a = torch.load(tmp_path / "a" / "nano.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "nano.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # The rule itself: 95% of what is left, at the measured step time, between the step and the cap.
+    assert train.steps_in_budget(100, 600.0, 4.0, 90.0, 5000) == 100 + int(0.95 * 4800 // 4.0)
+    assert train.steps_in_budget(100, 600.0, 4.0, 90.0, 500) == 500
+    assert train.steps_in_budget(100, 6000.0, 4.0, 90.0, 5000) == 100
+
+
 def test_memory_readouts_train_the_memory_path():
     """The read-out losses add to the tracking loss, and their gradient reaches the memory
     encoder and memory attention (it would not if they read detached features)."""

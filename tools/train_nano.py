@@ -55,9 +55,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--save-every", type=int, default=50, help="steps between resumable checkpoints")
     ap.add_argument("--no-probes", action="store_true",
                     help="train without the memory read-out losses (streamtrack/training/probes.py)")
+    ap.add_argument("--minutes", type=float, default=None,
+                    help="fit the run into this much training time: at the end of the warm-up, lower --steps to "
+                         "what the measured step time allows; nano.json records the steps chosen, and --steps "
+                         "with that number replays the run exactly")
     ap.add_argument("--max-minutes", type=float, default=None,
                     help="stop early (resumably) after this wall time; the run is then not finished")
     args = ap.parse_args(argv)
+    if args.minutes is not None and (args.minutes < 0 or args.warmup < 1):
+        ap.error("--minutes needs a non-negative budget and --warmup of at least 1 (its steps are timed)")
     if not 0.0 <= args.gap_share <= 1.0:
         ap.error(f"--gap-share must be between 0 and 1, got {args.gap_share}")
     return args
@@ -68,6 +74,18 @@ def learning_rate(step: int, args: argparse.Namespace) -> float:
         return args.lr * (step + 1) / args.warmup
     progress = (step - args.warmup) / max(1, args.steps - args.warmup)
     return args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+BUDGET_MARGIN = 0.95
+"""Share of the remaining --minutes planned for steps; the rest absorbs a noisy machine."""
+
+
+def steps_in_budget(step: int, elapsed: float, step_seconds: float, minutes: float, cap: int) -> int:
+    """How many steps in all fit into ``minutes`` of training, ``elapsed`` seconds having gone by at
+    ``step`` and steps taking ``step_seconds``; at least ``step`` and at most ``cap``."""
+    remaining = BUDGET_MARGIN * (60 * minutes - elapsed)
+    more = int(remaining // step_seconds) if remaining > 0 and step_seconds > 0 else 0
+    return max(step, min(cap, step + more))
 
 
 def make_batch(rng: np.random.Generator, size: int, batch: int, frames: int, objects: int, gap_share: float = 0.0
@@ -100,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     last = args.out / "last.pt"
     step, elapsed, history = 0, 0.0, []
+    step_times: list[float] = []  # seconds per step until the end of the warm-up, for --minutes
     if last.exists():
         state = torch.load(last, weights_only=True)
         model.load_state_dict(state["model"])
@@ -107,19 +126,34 @@ def main(argv: list[str] | None = None) -> int:
             probes.load_state_dict(state["probes"])
         opt.load_state_dict(state["opt"])
         step, elapsed = int(state["step"]), float(state["elapsed"])
+        if args.minutes is not None and step >= args.warmup:
+            args.steps = int(state["steps"])  # chosen by the budget before the stop
         history = json.loads(state["history"])
+        step_times = list(state.get("step_times", []))
         print(f"resuming from {last} at step {step}", file=sys.stderr)
     started = time.monotonic()
 
     def save() -> None:
         tmp = last.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "steps": args.steps,
                     "probes": None if probes is None else probes.state_dict(),
-                    "elapsed": elapsed + time.monotonic() - started, "history": json.dumps(history)}, tmp)
+                    "elapsed": elapsed + time.monotonic() - started, "history": json.dumps(history),
+                    "step_times": step_times}, tmp)
         tmp.replace(last)
 
     with Progress("training", args.steps, done=step) as bar:
         while step < args.steps:
+            if args.minutes is not None and step == args.warmup:
+                # The learning rate so far did not depend on --steps, so choosing it now keeps the run
+                # identical to one started with the chosen number.
+                timed = step_times[2:] or step_times or [0.0]
+                args.steps = bar.total = steps_in_budget(step, elapsed + time.monotonic() - started,
+                                                         float(np.median(timed)), args.minutes, args.steps)
+                print(f"--minutes {args.minutes}: {np.median(timed):.2f} s/step, running {args.steps} steps",
+                      file=sys.stderr, flush=True)
+                if step >= args.steps:
+                    break
+            tick = time.monotonic()
             rng = np.random.default_rng((args.seed, step))
             images, masks, row_clip, plan = make_batch(rng, cfg.image_size, args.batch, args.frames, args.objects,
                                                         args.gap_share)
@@ -130,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
+            if step < args.warmup:
+                step_times.append(time.monotonic() - tick)
             history.append({"step": step, "loss": loss.item(), **parts})
             step += 1
             bar.update()
@@ -138,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"step {step} loss {np.mean([h['loss'] for h in recent]):.4f} "
                       + " ".join(f"{k} {np.mean([h[k] for h in recent if k in h]):.4f}" for k in LOGGED if any(k in h for h in recent)),
                       file=sys.stderr, flush=True)
-            if step % args.save_every == 0 or step == args.steps:
+            if step % args.save_every == 0 or step == args.steps or step == args.warmup:
                 save()
             if args.max_minutes is not None and time.monotonic() - started > 60 * args.max_minutes:
                 save()
@@ -152,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python tools/train_nano.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "config": cfg.name, "init": None if args.init is None else str(args.init), "seed": args.seed,
         "steps": args.steps, "batch": args.batch, "frames": args.frames, "objects": args.objects,
-        "gap_share": args.gap_share, "lr": args.lr, "probes": probes is not None, "threads": args.threads, "train_minutes": round(total / 60, 1),
+        "gap_share": args.gap_share, "budget_minutes": args.minutes, "lr": args.lr, "probes": probes is not None, "threads": args.threads, "train_minutes": round(total / 60, 1),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
         "first_100_steps_loss": round(float(np.mean([h["loss"] for h in history[:100]])), 4),
         "final_100_steps": {k: round(float(np.mean([h[k] for h in tail if k in h])), 4) for k in ("loss",) + LOGGED if any(k in h for h in tail)},
