@@ -180,7 +180,7 @@ def test_frozen_rtsp_server_is_a_stall_and_the_capture_reconnects_when_it_thaws(
         assert cap.stop()
     reason = next(d for _, s, d in status.events if s == "reconnecting")
     assert "stalled" in reason, reason
-    assert 0.8 <= t_noticed - t_frozen < 4, "noticed after about the 1 s read timeout"
+    assert 0.8 <= t_noticed - t_frozen < 1.6, "noticed after the 1 s read timeout, not after two"
     assert status.states[-1] == "running" and cap.counters.reconnects >= 1
     after = [AGES_MS[f.seq] for f in session_frames(frames, frames[-1].session)]
     print(f"stall noticed after {t_noticed - t_frozen:.2f} s; frame age after the thaw: max {max(after):.0f} ms")

@@ -214,6 +214,9 @@ class AVSource(Source):
 
     MAX_BAD_PACKETS = 25
     """Consecutive undecodable packets a live stream may have before it counts as broken."""
+    STALL_SHARE = 0.9
+    """A live read that waited this share of ``read_timeout`` for data counts as a stall (FFmpeg's
+    socket timeout fired in it)."""
 
     def __init__(self, url_or_path: str | Path, *, rtsp_transport: str = "tcp", open_timeout: float = 10.0,
                  read_timeout: float = 5.0, ffmpeg_options: Mapping[str, str] | None = None) -> None:
@@ -272,18 +275,32 @@ class AVSource(Source):
             t0 = time.monotonic()
             try:
                 vf = next(self._frames, None)
+            except _Stalled as e:
+                raise SourceError(f"{self.describe()}: stalled, no data for {e.seconds:.1f} s") from None
             except av.FFmpegError as e:
                 waited = time.monotonic() - t0
-                if self.live and waited >= 0.9 * self.read_timeout:
+                if self._is_stall(waited):
                     raise SourceError(f"{self.describe()}: stalled, no data for {waited:.1f} s") from None
                 raise SourceError(f"{self.describe()}: read failed ({_why(e)})") from None
             if vf is None:
                 return None
             return RawFrame(vf.to_ndarray(format="rgb24"), None if vf.time is None else float(vf.time))
 
+    def _is_stall(self, waited: float) -> bool:
+        return self.live and waited >= self.STALL_SHARE * self.read_timeout
+
     def _decode(self, container: av.container.InputContainer, stream: av.VideoStream) -> Iterator[av.VideoFrame]:
+        """The stream's frames. Raises :class:`_Stalled` once the frames of a packet that took a
+        read timeout to come are out: FFmpeg answers its first timeout by flushing the parser,
+        which hands back the packet it held, and reports the timeout only a second timeout later."""
         bad = 0
-        for packet in container.demux(stream):
+        packets = container.demux(stream)
+        while True:
+            asked = time.monotonic()
+            packet = next(packets, None)
+            if packet is None:
+                return
+            waited = time.monotonic() - asked  # in FFmpeg, waiting for data (not in our caller)
             try:
                 frames = packet.decode()
             except av.InvalidDataError:
@@ -293,9 +310,12 @@ class AVSource(Source):
                     raise
                 self.damaged_packets += 1
                 log.warning("%s: skipped an undecodable packet (%d so far)", self.describe(), self.damaged_packets)
-                continue
-            bad = 0
+                frames = []
+            else:
+                bad = 0
             yield from frames
+            if self._is_stall(waited):
+                raise _Stalled(waited)
 
     def close(self) -> None:
         self._guard.close(self._release)
@@ -305,6 +325,14 @@ class AVSource(Source):
         if self._container is not None:
             self._container.close()
             self._container = None
+
+
+class _Stalled(Exception):
+    """Raised inside :meth:`AVSource._decode` once the frames of a late packet are out."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self.seconds = seconds
 
 
 def _why(error: av.FFmpegError) -> str:
