@@ -1,9 +1,10 @@
 """Train the nano model (configs/nano.yaml) on procedural video, on the CPU.
 
-    python tools/train_nano.py --out runs/nano [--steps N] [--seed S] [--threads 2]
+    python tools/train_nano.py --out runs/nano [--steps N | --minutes M] [--seed S] [--threads 2]
 
-Deterministic from --seed for a given thread count: every step's clips, prompts and clicks come
-from a generator keyed by (seed, step), and weights start from torch.manual_seed(seed). Resumes
+Deterministic from --seed and --steps for a given thread count: every step's clips, prompts and
+clicks come from a generator keyed by (seed, step), and weights start from torch.manual_seed(seed).
+With --minutes the step count is chosen from the timed warm-up; nano.json records it. Resumes
 from OUT/last.pt when it exists. When done it writes OUT/nano.pt (an official-format checkpoint,
 {"model": state_dict}) and OUT/nano.json (command, seed, steps, time, final losses).
 """
