@@ -48,7 +48,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="share of clips chosen so that a tracked object vanishes on a later frame "
                          "(default: 0; 0.5 was tried, docs/nano-model.md)")
     ap.add_argument("--init", type=Path, default=None,
-                    help="start from these weights (a nano.pt of an earlier stage) instead of random ones")
+                    help="start from these weights (an earlier stage's nano.pt, or its last.pt, which also "
+                         "holds the read-outs' weights) instead of random ones")
+    ap.add_argument("--absent-score-weight", type=float, default=1.0,
+                    help="weight of the object-score loss on frames where the object is gone (default: 1)")
     ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: 1e-3)")
     ap.add_argument("--warmup", type=int, default=100, help="linear warm-up steps (default: 100)")
     ap.add_argument("--seed", type=int, default=0)
@@ -65,6 +68,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.minutes is not None and (args.minutes < 0 or args.warmup < 1):
         ap.error("--minutes needs a non-negative budget and --warmup of at least 1 (its steps are timed)")
+    if not args.absent_score_weight >= 0:
+        ap.error(f"--absent-score-weight must be at least 0, got {args.absent_score_weight}")
     if not 0.0 <= args.gap_share <= 1.0:
         ap.error(f"--gap-share must be between 0 and 1, got {args.gap_share}")
     return args
@@ -111,9 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     cfg = load_config(args.config, args.image_size)
     model = build_sam2(cfg, stability=False).train()
-    if args.init is not None:
-        model.load_state_dict(torch.load(args.init, weights_only=True)["model"])
+    init = None if args.init is None else torch.load(args.init, weights_only=True)
+    if init is not None:
+        model.load_state_dict(init["model"])
     probes = None if args.no_probes else MemoryProbes(cfg.mem_dim, cfg.hidden_dim).train()
+    if probes is not None and init is not None and init.get("probes") is not None:
+        probes.load_state_dict(init["probes"])
     params = list(model.parameters()) + ([] if probes is None else list(probes.parameters()))
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -160,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                                                         args.gap_share)
             for g in opt.param_groups:
                 g["lr"] = learning_rate(step, args)
-            loss, parts = unroll(model, images, masks, row_clip, plan, rng, probes)
+            loss, parts = unroll(model, images, masks, row_clip, plan, rng, probes, args.absent_score_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -189,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python tools/train_nano.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "config": cfg.name, "init": None if args.init is None else str(args.init), "seed": args.seed,
         "steps": args.steps, "batch": args.batch, "frames": args.frames, "objects": args.objects,
-        "gap_share": args.gap_share, "budget_minutes": args.minutes, "lr": args.lr, "probes": probes is not None, "threads": args.threads, "train_minutes": round(total / 60, 1),
+        "gap_share": args.gap_share, "absent_score_weight": args.absent_score_weight, "budget_minutes": args.minutes, "lr": args.lr, "probes": probes is not None, "threads": args.threads, "train_minutes": round(total / 60, 1),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
         "first_100_steps_loss": round(float(np.mean([h["loss"] for h in history[:100]])), 4),
         "final_100_steps": {k: round(float(np.mean([h[k] for h in tail if k in h])), 4) for k in ("loss",) + LOGGED if any(k in h for h in tail)},

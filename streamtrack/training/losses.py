@@ -36,13 +36,15 @@ def mask_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def frame_loss(
-    logits: torch.Tensor, iou_pred: torch.Tensor, score_logit: torch.Tensor, target: torch.Tensor
+    logits: torch.Tensor, iou_pred: torch.Tensor, score_logit: torch.Tensor, target: torch.Tensor,
+    absent_weight: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The loss of B objects on one frame.
 
     ``logits: [B, M, h, w]`` candidate masks (M = 1 or 3), ``iou_pred: [B, M]``,
     ``score_logit: [B, 1]``, ``target: [B, 1, h, w]`` in {0, 1}. Mask and IoU terms use the
-    candidate with the lowest mask loss and count only where the object is visible.
+    candidate with the lowest mask loss and count only where the object is visible. The score
+    term of an object absent from the frame is weighted by ``absent_weight`` (1: plain BCE).
     """
     visible = (target.flatten(1).amax(1) > 0).float()  # [B]
     t = target.expand_as(logits)
@@ -55,6 +57,6 @@ def frame_loss(
     n_vis = visible.sum().clamp(min=1)
     mask_loss = (mask_term * visible).sum() / n_vis
     iou_loss = (iou_term * visible).sum() / n_vis
-    score_loss = score_term.mean()
+    score_loss = (score_term * torch.where(visible > 0, 1.0, absent_weight)).mean()
     total = mask_loss + IOU_WEIGHT * iou_loss + SCORE_WEIGHT * score_loss
     return total, {"mask": mask_loss.item(), "iou": iou_loss.item(), "score": score_loss.item()}

@@ -57,13 +57,15 @@ class _Memory:
 
 
 def unroll(model: SAM2, images: torch.Tensor, masks: torch.Tensor, row_clip: torch.Tensor, plan: ClipPlan,
-           rng: np.random.Generator, probes: MemoryProbes | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+           rng: np.random.Generator, probes: MemoryProbes | None = None, absent_weight: float = 1.0
+           ) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss of R objects in C clips, tracked side by side.
 
     ``images: float[C, T, 3, S, S]`` normalised; ``masks: float[R, T, S, S]`` in {0, 1};
     ``row_clip: int[R]``, the clip of each object. Returns the mean over scored frames of
     :func:`frame_loss`, and averaged loss parts. With ``probes``, the mean of their read-out
     losses (on every memory written, and on every frame's memory-conditioned features) is added.
+    ``absent_weight`` weighs the object-score loss of objects absent from a frame.
     """
     n_clips, t_len, _, s, _ = images.shape
     b = masks.shape[0]
@@ -84,7 +86,7 @@ def unroll(model: SAM2, images: torch.Tensor, masks: torch.Tensor, row_clip: tor
 
     def score(out, target, tracking: bool = False):  # noqa: ANN001, ANN202
         logits = F.interpolate(out.low_res_logits, size=(s, s), mode="bilinear", align_corners=False)
-        loss, p = frame_loss(logits, out.iou, out.object_score_logits, target)
+        loss, p = frame_loss(logits, out.iou, out.object_score_logits, target, absent_weight)
         losses.append(loss)
         for k, v in p.items():
             parts[k] = parts.get(k, 0.0) + v
