@@ -17,6 +17,7 @@ from streamtrack.config import load_config
 from streamtrack.model import build_sam2
 from streamtrack.procgen import benchmark_clips
 from streamtrack.tracker import Tracker, TrackerConfig
+from streamtrack.training.losses import frame_loss
 from streamtrack.training.probes import MemoryProbes
 from streamtrack.training.unroll import unroll
 from streamtrack.vos import run_tracker_on_clip, score_clip, summarize
@@ -88,6 +89,20 @@ def test_a_time_budget_chooses_the_steps_and_replays_exactly(tmp_path):
     assert train.steps_in_budget(100, 600.0, 4.0, 90.0, 5000) == 100 + int(0.95 * 4800 // 4.0)
     assert train.steps_in_budget(100, 600.0, 4.0, 90.0, 500) == 500
     assert train.steps_in_budget(100, 6000.0, 4.0, 90.0, 5000) == 100
+
+
+def test_the_absent_score_weight_weighs_only_absent_objects():
+    """Object 0 is on the frame, object 1 is gone: only object 1's score term is scaled."""
+    torch.manual_seed(0)
+    logits, iou, score = torch.randn(2, 1, 8, 8), torch.rand(2, 1), torch.randn(2, 1)
+    target = torch.zeros(2, 1, 8, 8)
+    target[0, 0, 2:5, 2:5] = 1
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(score[:, 0], torch.tensor([1.0, 0.0]), reduction="none")
+    _, plain = frame_loss(logits, iou, score, target)
+    _, weighted = frame_loss(logits, iou, score, target, absent_weight=4.0)
+    assert plain["score"] == pytest.approx(float(bce.mean()), rel=1e-6)
+    assert weighted["score"] == pytest.approx(float((bce[0] + 4 * bce[1]) / 2), rel=1e-6)
+    assert weighted["mask"] == plain["mask"] and weighted["iou"] == plain["iou"]
 
 
 def test_memory_readouts_train_the_memory_path():
