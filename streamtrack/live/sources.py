@@ -207,8 +207,8 @@ class AVSource(Source):
     """Network streams (rtsp, rtsps, rtmp, http(s), HLS; live) and video files (not live) via PyAV.
 
     Network streams get FFmpeg's low-latency options (``fflags=nobuffer``, ``flags=low_delay``,
-    ``rtsp_transport``) and open/read timeouts: a read that waits longer than ``read_timeout``
-    seconds for data raises SourceError (a stall). ``ffmpeg_options`` adds or overrides FFmpeg
+    ``rtsp_transport``) and open/read timeouts: once ``read_timeout`` seconds pass with no data,
+    the read raises SourceError (a stall), after the frames of a packet that came late, if any. ``ffmpeg_options`` adds or overrides FFmpeg
     options (string values). ``source_ts`` is the frame's pts x time base, in seconds.
     """
 
