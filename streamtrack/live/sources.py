@@ -208,8 +208,9 @@ class AVSource(Source):
 
     Network streams get FFmpeg's low-latency options (``fflags=nobuffer``, ``flags=low_delay``,
     ``rtsp_transport``) and open/read timeouts: once ``read_timeout`` seconds pass with no data,
-    the read raises SourceError (a stall), after the frames of a packet that came late, if any. ``ffmpeg_options`` adds or overrides FFmpeg
-    options (string values). ``source_ts`` is the frame's pts x time base, in seconds.
+    the read raises SourceError (a stall), after the frames of a packet that came late, if any.
+    ``ffmpeg_options`` adds or overrides FFmpeg options (string values). ``source_ts`` is the
+    frame's pts x time base, in seconds.
     """
 
     MAX_BAD_PACKETS = 25
