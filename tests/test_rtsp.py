@@ -11,13 +11,13 @@ import sys
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
 from streamtrack.live.capture import Capture
 from streamtrack.live.sources import AVSource
 from streamtrack.live.types import CapturedFrame
+from video import write_bar_clip
 
 pytest.importorskip("aio_rtsp_toolkit.server", reason="the RTSP test server needs `pip install aio-rtsp-toolkit`")
 
@@ -27,16 +27,8 @@ W, H, FPS = 160, 120, 25
 
 
 def write_clip(path: Path, n: int = 50) -> None:
-    """n frames of H.264 (a bar sweeping across), a keyframe every 10 frames so a new session starts fast."""
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=FPS)
-        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
-        stream.options = {"preset": "ultrafast", "tune": "zerolatency", "g": "10", "bf": "0"}
-        for i in range(n):
-            rgb = np.full((H, W, 3), 40, np.uint8)
-            rgb[:, 3 * i:3 * i + 12] = 230
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
-        out.mux(stream.encode())
+    """n frames of a bar sweeping across."""
+    write_bar_clip(path, FPS, n, W, H, step=3, bar=12)
 
 
 class RtspServer:

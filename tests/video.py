@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import av
 import cv2
 import numpy as np
 
@@ -33,3 +36,17 @@ def disc_mask(h: int = H, w: int = W) -> np.ndarray:
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def write_bar_clip(path: Path, fps: int, frames: int, w: int, h: int, step: int, bar: int) -> None:
+    """H.264 (no B-frames, a keyframe every 10 frames, so a new RTSP session starts fast) of
+    ``frames`` dark frames; frame i has a bright bar ``bar`` pixels wide at x = step * i."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.options = {"preset": "ultrafast", "tune": "zerolatency", "g": "10", "bf": "0"}
+        for i in range(frames):
+            rgb = np.full((h, w, 3), 40, np.uint8)
+            rgb[:, step * i:step * i + bar] = 230
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        out.mux(stream.encode())
