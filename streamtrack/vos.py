@@ -175,7 +175,7 @@ def score_clip(
 
 def score_by_category(
     preds: abc.Sequence[ObjectMasks],
-    gts: abc.Sequence[ObjectMasks],
+    gts: GroundTruth,
     categories: abc.Sequence[Mapping[int, str]],
     skip: Iterable[int] = (),
     bound_th: float = DEFAULT_BOUND_TH,
@@ -183,14 +183,18 @@ def score_by_category(
     """J and F summed over (object, frame) pairs by category: ``{category: (J sum, F sum, pairs)}``.
 
     ``categories[i]``: obj_id -> category name on frame i (e.g. ``procgen.frame_categories``);
-    frames in ``skip`` (prompt frames) are left out, and so are an object's frames before its
-    first non-empty ground truth (it is not prompted yet). Sums, so clips can be pooled.
+    frames in ``skip`` (prompt frames) and frames without annotation are left out, and so are an
+    object's frames before its first non-empty ground truth (it is not prompted yet). Sums, so
+    clips can be pooled.
     """
+    gt_frames = as_sparse(gts)
     skip = set(skip)
     out: dict[str, tuple[float, float, int]] = {}
     started: set[int] = set()
     for i, cats in enumerate(categories):
-        gt = gts[i]
+        gt = gt_frames.get(i)
+        if gt is None:
+            continue
         started.update(k for k in cats if np.any(gt.get(k, False)))
         if i in skip:
             continue
@@ -198,6 +202,31 @@ def score_by_category(
             j_sum, f_sum, n = out.get(cats[k], (0.0, 0.0, 0))
             out[cats[k]] = (j_sum + j, f_sum + f, n + 1)
     return out
+
+
+AGE_EDGES = (8, 16, 32)
+"""Bounds of the "frames since the prompt" groups: 1-7, 8-15, 16-31 and 32 or more."""
+
+
+def age_groups(edges: abc.Sequence[int] = AGE_EDGES) -> list[str]:
+    """Names of the groups :func:`frames_since_prompt` assigns, in order: ``["1-7", ..., "32+"]``."""
+    lows = [1, *edges]
+    return [f"{lo}-{hi - 1}" for lo, hi in zip(lows, edges)] + [f"{edges[-1]}+"]
+
+
+def frames_since_prompt(gts: GroundTruth, length: int, edges: abc.Sequence[int] = AGE_EDGES
+                        ) -> list[dict[int, str]]:
+    """Per frame, obj_id -> how long ago the object was prompted (its first non-empty ground
+    truth), as a group name of :func:`age_groups`; for :func:`score_by_category`. An object gets
+    no entry on its prompt frame and before it. Drift shows as scores falling with the group."""
+    first: dict[int, int] = {}
+    for i, masks in sorted(as_sparse(gts).items()):
+        for k, m in masks.items():
+            if k not in first and np.any(m):
+                first[k] = i
+    names = age_groups(edges)
+    return [{k: names[int(np.searchsorted(edges, i - p, side="right"))] for k, p in first.items() if i > p}
+            for i in range(length)]
 
 
 def summarize(scores: abc.Sequence[ClipScore]) -> dict[str, float | int]:

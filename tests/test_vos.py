@@ -17,9 +17,11 @@ from streamtrack.tracker import FrameResult, ObjectResult
 from streamtrack.vos import (
     ClipScore,
     DatasetError,
+    age_groups,
     boundary_f,
     boundary_radius,
     davis_palette,
+    frames_since_prompt,
     load_mask_folder,
     mask_boundary,
     read_label_map,
@@ -150,6 +152,27 @@ def test_scores_by_category_pool_object_frames_after_each_prompt():
     assert got["reappeared"][:2] == (1.0, 1.0)
     skipped = score_by_category(preds, gts, cats, skip={0, 1})
     assert "clear" not in skipped and skipped["absent"][2] == 2
+
+
+def test_frames_since_prompt_groups_each_object_from_its_own_first_mask():
+    shape = (8, 8)
+    on, off = box_mask(shape, 1, 1, 4, 4), np.zeros(shape, bool)
+    gts = {0: {1: on, 2: off}, 3: {1: off, 2: on}, 40: {1: on, 2: on}}  # sparse; object 1 gone on frame 3
+    ages = frames_since_prompt(gts, 41)
+    assert age_groups() == ["1-7", "8-15", "16-31", "32+"]
+    assert ages[0] == {} and ages[1] == {1: "1-7"} and ages[3] == {1: "1-7"}  # object 2 starts on frame 3
+    assert ages[4] == {1: "1-7", 2: "1-7"}
+    assert [ages[i][1] for i in (7, 8, 15, 16, 31, 32, 40)] == ["1-7", "8-15", "8-15", "16-31", "16-31", "32+", "32+"]
+    assert [ages[i][2] for i in (10, 11, 35)] == ["1-7", "8-15", "32+"]
+
+
+def test_scores_by_category_skip_frames_without_annotation():
+    shape = (16, 16)
+    a = box_mask(shape, 2, 2, 8, 8)
+    gts = {0: {1: a}, 2: {1: a}}  # frame 1 has no annotation: it is not scored
+    preds = [{1: a}, {1: np.zeros(shape, bool)}, {1: a}]
+    got = score_by_category(preds, gts, frames_since_prompt(gts, 3), skip={0})
+    assert got == {"1-7": (1.0, 1.0, 1)}
 
 
 def test_score_clip_wrong_object_and_sparse_annotations():
@@ -423,6 +446,12 @@ def test_cli_synthetic_benchmark_reports_scores_by_condition(tmp_path, capsys):
     assert sum(v["object_frames"] for v in cats.values()) == 2 * 2 * 23  # 2 clips x 2 objects x unprompted frames
     assert all(0.0 <= v["J&F"] <= 1.0 for v in cats.values())
     assert "by condition" in printed
+    ages = report["by_frames_since_prompt"]
+    assert list(ages) == ["1-7", "8-15", "16-31"]  # 24 frames: ages 1 to 23
+    assert [v["object_frames"] for v in ages.values()] == [2 * 2 * 7, 2 * 2 * 8, 2 * 2 * 8]
+    pooled_j = sum(v["J"] * v["object_frames"] for v in ages.values())
+    assert pooled_j == pytest.approx(sum(v["J"] * v["object_frames"] for v in cats.values()))
+    assert "by frames since the object's prompt" in printed
 
 
 def test_cli_usage_errors(small_model_files, square_clip, tmp_path, capsys):

@@ -1,7 +1,8 @@
 """Evaluate the tracker on semi-supervised video object segmentation (DAVIS-style J, F, J&F).
 
 Each object is prompted with its ground-truth mask on the first frame where it appears, then
-tracked; every other annotated frame is scored (see ``streamtrack.vos``). Clips come from the
+tracked; every other annotated frame is scored (see ``streamtrack.vos``). Scores are also
+pooled by how many frames ago each object was prompted, which shows drift. Clips come from the
 held-out synthetic benchmark (default) or a DAVIS-style folder (``--folder``).
 
     python tools/eval_vos.py --config nano --clips 8 --json out.json
@@ -51,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Semi-supervised VOS evaluation: prompt each object with its ground-truth mask where it "
             "first appears, track, and report DAVIS region similarity J, boundary F-measure F and "
-            "J&F per clip and overall (mean over all objects), with per-frame latency."
+            "J&F per clip and overall (mean over all objects), with per-frame latency; also by frames since "
+            "each object's prompt (drift) and, on the synthetic benchmark, by the object's condition."
         ),
     )
     p.add_argument("--config", default="nano",
@@ -98,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
     from streamtrack.config import load_config
     from streamtrack.progress import Progress
     from streamtrack.tracker import Tracker, TrackerConfig
-    from streamtrack.vos import count_objects, run_tracker_on_clip, score_by_category, score_clip, summarize
+    from streamtrack.vos import (age_groups, count_objects, frames_since_prompt, run_tracker_on_clip, score_by_category,
+                                 score_clip, summarize)
 
     for opt in ("clips", "frames", "threads"):
         value = getattr(args, opt)
@@ -115,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
 
     scores, rows, all_latency = [], [], []
     pooled: dict[str, tuple[float, float, int]] = {}
+    pooled_age: dict[str, tuple[float, float, int]] = {}
     with Progress("evaluating", total_frames) as bar:
         for clip in clips:
             n_obj = count_objects(clip.gts)
@@ -126,9 +130,9 @@ def run(args: argparse.Namespace) -> int:
                 tracker, clip.frames, clip.gts, args.prompt, on_frame=lambda _i: bar.update())
             score = score_clip(preds, clip.gts, prompt_frames, name=clip.name)
             if clip.categories is not None:
-                for cat, (j, f, n) in score_by_category(preds, clip.gts, clip.categories, prompt_frames).items():
-                    pj, pf, pn = pooled.get(cat, (0.0, 0.0, 0))
-                    pooled[cat] = (pj + j, pf + f, pn + n)
+                _pool(pooled, score_by_category(preds, clip.gts, clip.categories, prompt_frames))
+            ages = frames_since_prompt(clip.gts, len(preds))
+            _pool(pooled_age, score_by_category(preds, clip.gts, ages, prompt_frames))
             scores.append(score)
             all_latency += latency
             rows.append({
@@ -149,13 +153,15 @@ def run(args: argparse.Namespace) -> int:
         "frames_per_second": float(len(lat) / (lat.sum() / 1000.0)) if lat.sum() > 0 else math.nan,
         "frames": int(len(lat)),
     }
-    by_category = {cat: {"J": j / n, "F": f / n, "J&F": (j + f) / (2 * n), "object_frames": n}
-                   for cat, (j, f, n) in sorted(pooled.items())}
+    by_category = _means(pooled, sorted(pooled))
+    by_age = _means(pooled_age, [g for g in age_groups() if g in pooled_age])
     print_report(rows, summary, timing)
     if by_category:
         print("by condition of the object on the frame (J, F averaged over object-frames; absent: an empty mask scores 1):")
-        for cat, v in by_category.items():
-            print(f"  {cat:<11} J {_fmt(v['J'])}  F {_fmt(v['F'])}  J&F {_fmt(v['J&F'])}  ({v['object_frames']} object-frames)")
+        _print_groups(by_category)
+    if by_age:
+        print("by frames since the object's prompt (J, F averaged over object-frames):")
+        _print_groups(by_age)
     if summary["frames"] == 0:
         print(f"{PROG}: note: no annotated frame besides the prompt frames; nothing was scored "
               "(test sets with first-frame annotations only give latency, not accuracy)", file=sys.stderr)
@@ -171,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
             "clips": rows,
             "summary": summary,
             "by_category": by_category,
+            "by_frames_since_prompt": by_age,
             **timing,
             "machine": machine_info(),
         }
@@ -182,6 +189,28 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot write {out}: {e}") from None
         print(f"wrote {out}")
     return 0
+
+
+def _pool(into: dict[str, tuple[float, float, int]], sums: dict[str, tuple[float, float, int]]) -> None:
+    """Add one clip's :func:`streamtrack.vos.score_by_category` sums into ``into``."""
+    for key, (j, f, n) in sums.items():
+        pj, pf, pn = into.get(key, (0.0, 0.0, 0))
+        into[key] = (pj + j, pf + f, pn + n)
+
+
+def _means(pooled: dict[str, tuple[float, float, int]], order: list[str]) -> dict[str, dict]:
+    """Mean J, F and J&F of each group in ``order``, from pooled sums."""
+    out = {}
+    for k in order:
+        j, f, n = pooled[k]
+        out[k] = {"J": j / n, "F": f / n, "J&F": (j + f) / (2 * n), "object_frames": n}
+    return out
+
+
+def _print_groups(groups: dict[str, dict]) -> None:
+    for name, v in groups.items():
+        print(f"  {name:<11} J {_fmt(v['J'])}  F {_fmt(v['F'])}  J&F {_fmt(v['J&F'])}  "
+              f"({v['object_frames']} object-frames)")
 
 
 def open_clips(args: argparse.Namespace) -> tuple[Iterator[Clip], int | None]:
