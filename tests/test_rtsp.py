@@ -27,7 +27,7 @@ W, H, FPS = 160, 120, 25
 
 
 def write_clip(path: Path, n: int = 50) -> None:
-    """n frames of a bar sweeping across."""
+    """n frames of a bar sweeping across, a keyframe every 10 frames so a new session starts fast."""
     write_bar_clip(path, FPS, n, W, H, step=3, bar=12)
 
 
@@ -142,7 +142,9 @@ def test_capture_reconnects_after_the_rtsp_server_is_killed_and_restarted(server
     assert second in status.events[-1][2]
     assert cap.counters.reconnects == 1
     new = session_frames(frames, second)
-    assert all(f.frame.rgb.shape == (H, W, 3) and f.frame.source_ts is not None for f in new)
+    assert all(f.frame.rgb.shape == (H, W, 3) for f in new)
+    # The session's first frame comes from the packets FFmpeg read while opening, before it could time them.
+    assert all(f.frame.source_ts is not None for f in new[1:])
     assert all(a.t_capture_ns < b.t_capture_ns for a, b in zip(new, new[1:]))
     assert "s3cret" not in repr(status.events)
     assert all("rtsp://***@127.0.0.1" in d for _, _, d in status.events if "rtsp" in d)
@@ -177,3 +179,22 @@ def test_frozen_rtsp_server_is_a_stall_and_the_capture_reconnects_when_it_thaws(
     after = [AGES_MS[f.seq] for f in session_frames(frames, frames[-1].session)]
     print(f"stall noticed after {t_noticed - t_frozen:.2f} s; frame age after the thaw: max {max(after):.0f} ms")
     assert max(after) < 500, "no burst of stale frames after the thaw"
+
+
+def test_a_session_starts_with_the_keyframe_it_began_with_not_the_next_one(server):
+    """With a keyframe only every 4 s, the first frame must still come right after the open: the
+    packets FFmpeg read while analysing the stream hold the session's first keyframe."""
+    gop = 4 * FPS
+    write_bar_clip(server.root / "long_gop.mp4", FPS, gop + 20, W, H, step=1, bar=1, gop=gop)
+    src = AVSource(f"rtsp://127.0.0.1:{server.port}/long_gop.mp4", open_timeout=5, read_timeout=5)
+    t0 = time.monotonic()
+    try:
+        src.open()
+        first = src.read()
+        took = time.monotonic() - t0
+    finally:
+        src.close()
+    assert first is not None
+    print(f"first frame {took:.2f} s after the open began")
+    assert int(np.argmax(first.rgb[H // 2, :, 0])) == 0, "the first frame is the session's first, its keyframe"
+    assert took < 2.0, "not after the next keyframe, 4 s later"

@@ -228,7 +228,7 @@ def test_open_source_rejects_bad_specs_with_a_helpful_message(spec, options, mes
 
 def test_rtsp_low_latency_options_use_ffmpeg5_timeout_in_microseconds():
     opts = AVSource("rtsp://cam/live", read_timeout=2.5).options
-    assert opts == {"fflags": "nobuffer", "flags": "low_delay", "rtsp_transport": "tcp", "timeout": "2500000"}
+    assert opts == {"flags": "low_delay", "analyzeduration": "200000", "rtsp_transport": "tcp", "timeout": "2500000"}
     assert "stimeout" not in opts
     assert AVSource("rtmp://host/app", read_timeout=1).options["rw_timeout"] == "1000000"
 

@@ -38,13 +38,14 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
-def write_bar_clip(path: Path, fps: int, frames: int, w: int, h: int, step: int, bar: int) -> None:
-    """H.264 (no B-frames, a keyframe every 10 frames, so a new RTSP session starts fast) of
-    ``frames`` dark frames; frame i has a bright bar ``bar`` pixels wide at x = step * i."""
+def write_bar_clip(path: Path, fps: int, frames: int, w: int, h: int, step: int, bar: int, gop: int = 10) -> None:
+    """H.264 (no B-frames, a keyframe every ``gop`` frames and only then) of ``frames`` dark
+    frames; frame i has a bright bar ``bar`` pixels wide at x = step * i."""
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.options = {"preset": "ultrafast", "tune": "zerolatency", "g": "10", "bf": "0"}
+        stream.options = {"preset": "ultrafast", "tune": "zerolatency", "g": str(gop), "keyint_min": str(gop),
+                          "sc_threshold": "0", "bf": "0"}
         for i in range(frames):
             rgb = np.full((h, w, 3), 40, np.uint8)
             rgb[:, step * i:step * i + bar] = 230

@@ -206,15 +206,21 @@ class WebcamSource(Source):
 class AVSource(Source):
     """Network streams (rtsp, rtsps, rtmp, http(s), HLS; live) and video files (not live) via PyAV.
 
-    Network streams get FFmpeg's low-latency options (``fflags=nobuffer``, ``flags=low_delay``,
+    Network streams get FFmpeg's low-latency options (``flags=low_delay``, a short stream analysis,
     ``rtsp_transport``) and open/read timeouts: once ``read_timeout`` seconds pass with no data,
     the read raises SourceError (a stall), after the frames of a packet that came late, if any.
     ``ffmpeg_options`` adds or overrides FFmpeg options (string values). ``source_ts`` is the
-    frame's pts x time base, in seconds.
+    frame's pts x time base, in seconds (None where FFmpeg gives no pts, as for the first frame
+    of an RTSP session, decoded from packets read while the stream was opening).
     """
 
     MAX_BAD_PACKETS = 25
     """Consecutive undecodable packets a live stream may have before it counts as broken."""
+    ANALYZE_SECONDS = 0.2
+    """How long FFmpeg reads a live stream to learn its parameters when it opens (its default is 5 s,
+    which only delays the first frame). The packets it reads are kept and decoded: they start with
+    the keyframe the stream began with. (``fflags=nobuffer`` would drop them, and the first frame
+    would then wait for the next keyframe, a whole keyframe interval.)"""
     STALL_SHARE = 0.9
     """A live read that waited this share of ``read_timeout`` for data counts as a stall (FFmpeg's
     socket timeout fired in it)."""
@@ -235,7 +241,7 @@ class AVSource(Source):
     def _ffmpeg_options(self, rtsp_transport: str) -> dict[str, str]:
         if not self.live:
             return {}
-        options = {"fflags": "nobuffer", "flags": "low_delay"}
+        options = {"flags": "low_delay", "analyzeduration": str(int(self.ANALYZE_SECONDS * 1e6))}
         micros = str(int(self.read_timeout * 1e6))
         if self.target.lower().startswith(("rtsp://", "rtsps://")):
             # FFmpeg >= 5: `timeout` is the RTSP socket timeout in microseconds (`stimeout` is gone).
