@@ -61,8 +61,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="train without the memory read-out losses (streamtrack/training/probes.py)")
     ap.add_argument("--minutes", type=float, default=None,
                     help="fit the run into this much training time: at the end of the warm-up, lower --steps to "
-                         "what the measured step time allows; nano.json records the steps chosen, and --steps "
-                         "with that number replays the run exactly")
+                         "what the measured step time allows, and lower it again at a checkpoint if the steps "
+                         "have slowed; nano.json records the steps chosen, and --steps with that number (plus "
+                         "--replans, if there were any) replays the run exactly")
+    ap.add_argument("--replans", type=_replans, default={}, metavar="STEP:STEPS,...",
+                    help="at these steps, set --steps to these totals (how a run that re-planned is replayed; "
+                         "nano.json records them)")
     ap.add_argument("--max-minutes", type=float, default=None,
                     help="stop early (resumably) after this wall time; the run is then not finished")
     args = ap.parse_args(argv)
@@ -73,6 +77,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not 0.0 <= args.gap_share <= 1.0:
         ap.error(f"--gap-share must be between 0 and 1, got {args.gap_share}")
     return args
+
+
+def _replans(text: str) -> dict[int, int]:
+    """"350:700,400:690" -> {350: 700, 400: 690}."""
+    try:
+        pairs = [item.split(":") for item in text.split(",") if item.strip()]
+        out = {int(a): int(b) for a, b in pairs}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected STEP:STEPS pairs separated by commas, got {text!r}") from None
+    if any(total <= at for at, total in out.items()):
+        raise argparse.ArgumentTypeError(f"each new total must be above its step, got {text!r}")
+    return out
 
 
 def learning_rate(step: int, args: argparse.Namespace) -> float:
@@ -128,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     last = args.out / "last.pt"
     step, elapsed, history = 0, 0.0, []
     step_times: list[float] = []  # seconds per step until the end of the warm-up, for --minutes
+    recent: list[float] = []  # seconds per step since the last checkpoint (this invocation), to re-plan
+    replans: dict[int, int] = dict(args.replans)  # step -> new --steps total, chosen at a checkpoint or given
     if last.exists():
         state = torch.load(last, weights_only=True)
         model.load_state_dict(state["model"])
@@ -139,7 +157,10 @@ def main(argv: list[str] | None = None) -> int:
             args.steps = int(state["steps"])  # chosen by the budget before the stop
         history = json.loads(state["history"])
         step_times = list(state.get("step_times", []))
+        replans = {int(k): int(v) for k, v in json.loads(state.get("replans", "{}")).items()} | replans
         print(f"resuming from {last} at step {step}", file=sys.stderr)
+    if past := [k for k in replans if k <= step]:
+        args.steps = replans[max(past)]  # a replayed run resumed after one of its re-plans
     started = time.monotonic()
 
     def save() -> None:
@@ -147,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "steps": args.steps,
                     "probes": None if probes is None else probes.state_dict(),
                     "elapsed": elapsed + time.monotonic() - started, "history": json.dumps(history),
-                    "step_times": step_times}, tmp)
+                    "step_times": step_times, "replans": json.dumps(replans)}, tmp)
         tmp.replace(last)
 
     with Progress("training", args.steps, done=step) as bar:
@@ -162,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr, flush=True)
                 if step >= args.steps:
                     break
+            if step in replans:
+                args.steps = bar.total = replans[step]
             tick = time.monotonic()
             rng = np.random.default_rng((args.seed, step))
             images, masks, row_clip, plan = make_batch(rng, cfg.image_size, args.batch, args.frames, args.objects,
@@ -175,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
             opt.step()
             if step < args.warmup:
                 step_times.append(time.monotonic() - tick)
+            else:
+                recent.append(time.monotonic() - tick)
             history.append({"step": step, "loss": loss.item(), **parts})
             step += 1
             bar.update()
@@ -184,6 +209,16 @@ def main(argv: list[str] | None = None) -> int:
                       + " ".join(f"{k} {np.mean([h[k] for h in recent if k in h]):.4f}" for k in LOGGED if any(k in h for h in recent)),
                       file=sys.stderr, flush=True)
             if step % args.save_every == 0 or step == args.steps or step == args.warmup:
+                if args.minutes is not None and step > args.warmup and step < args.steps and len(recent) >= 3:
+                    # Steps slow down on a shared machine: re-plan the rest at the recent pace, never
+                    # raising the total. The learning rate then anneals over the new total.
+                    fits = steps_in_budget(step, elapsed + time.monotonic() - started, float(np.median(recent)),
+                                           args.minutes, args.steps)
+                    if fits < args.steps:
+                        replans[step] = args.steps = bar.total = max(fits, step + 1)
+                        print(f"--minutes {args.minutes}: {np.median(recent):.2f} s/step lately, now running "
+                              f"{args.steps} steps", file=sys.stderr, flush=True)
+                    recent.clear()
                 save()
             if args.max_minutes is not None and time.monotonic() - started > 60 * args.max_minutes:
                 save()
@@ -197,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python tools/train_nano.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "config": cfg.name, "init": None if args.init is None else str(args.init), "seed": args.seed,
         "steps": args.steps, "batch": args.batch, "frames": args.frames, "objects": args.objects,
-        "gap_share": args.gap_share, "absent_score_weight": args.absent_score_weight, "budget_minutes": args.minutes, "lr": args.lr, "probes": probes is not None, "threads": args.threads, "train_minutes": round(total / 60, 1),
+        "replans": {str(k): v for k, v in sorted(replans.items())}, "gap_share": args.gap_share, "absent_score_weight": args.absent_score_weight, "budget_minutes": args.minutes, "lr": args.lr, "probes": probes is not None, "threads": args.threads, "train_minutes": round(total / 60, 1),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
         "first_100_steps_loss": round(float(np.mean([h["loss"] for h in history[:100]])), 4),
         "final_100_steps": {k: round(float(np.mean([h[k] for h in tail if k in h])), 4) for k in ("loss",) + LOGGED if any(k in h for h in tail)},
