@@ -92,7 +92,7 @@ def test_a_time_budget_chooses_the_steps_and_replays_exactly(tmp_path):
 
 
 def test_a_time_budget_re_plans_when_steps_slow_down_and_the_re_plan_replays(tmp_path, monkeypatch):
-    """Steps of 1 s in the warm-up, then 10 s (a fake clock): the warm-up plan fits 20 steps into
+    """Steps of 1 s in the warm-up, then 4 s (a fake clock): the warm-up plan fits 20 steps into
     1 minute, the first checkpoint after it re-plans to what is left, and --replans replays it."""
     torch.set_num_threads(1)
     train = train_module()
@@ -100,20 +100,20 @@ def test_a_time_budget_re_plans_when_steps_slow_down_and_the_re_plan_replays(tmp
     real_unroll = train.unroll
 
     def timed_unroll(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        clock["now"] += 1.0 if clock["steps"] < 3 else 10.0
+        clock["now"] += 1.0 if clock["steps"] < 3 else 4.0
         clock["steps"] += 1
         return real_unroll(*args, **kwargs)
 
     monkeypatch.setattr(train, "unroll", timed_unroll)
     monkeypatch.setattr(train, "time", type("FakeTime", (), {"monotonic": staticmethod(lambda: clock["now"])}))
-    tiny = [*TINY, "--warmup", "3", "--save-every", "3"]
+    tiny = [*TINY, "--warmup", "3", "--save-every", "12"]  # the checkpoint comes after a logged step
     assert train.main(["--out", str(tmp_path / "a"), "--steps", "20", "--minutes", "1", *tiny]) == 0
     record = json.loads((tmp_path / "a" / "nano.json").read_text())
-    # At step 6: 33 s gone, 10 s a step, 95% of the 27 s left -> 2 more steps.
-    assert record["replans"] == {"6": 8} and record["steps"] == 8
+    # At step 12: 39 s gone, 4 s a step, 95% of the 21 s left -> 4 more steps.
+    assert record["replans"] == {"12": 16} and record["steps"] == 16
     assert record["train_minutes"] <= 1.0
     monkeypatch.setattr(train, "unroll", real_unroll)
-    assert train.main(["--out", str(tmp_path / "b"), "--steps", "20", "--replans", "6:8", *tiny]) == 0
+    assert train.main(["--out", str(tmp_path / "b"), "--steps", "20", "--replans", "12:16", *tiny]) == 0
     a = torch.load(tmp_path / "a" / "nano.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "b" / "nano.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     last = args.out / "last.pt"
     step, elapsed, history = 0, 0.0, []
     step_times: list[float] = []  # seconds per step until the end of the warm-up, for --minutes
-    recent: list[float] = []  # seconds per step since the last checkpoint (this invocation), to re-plan
+    paces: list[float] = []  # seconds per step since the last checkpoint (this invocation), to re-plan
     replans: dict[int, int] = dict(args.replans)  # step -> new --steps total, chosen at a checkpoint or given
     if last.exists():
         state = torch.load(last, weights_only=True)
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             if step < args.warmup:
                 step_times.append(time.monotonic() - tick)
             else:
-                recent.append(time.monotonic() - tick)
+                paces.append(time.monotonic() - tick)
             history.append({"step": step, "loss": loss.item(), **parts})
             step += 1
             bar.update()
@@ -209,16 +209,16 @@ def main(argv: list[str] | None = None) -> int:
                       + " ".join(f"{k} {np.mean([h[k] for h in recent if k in h]):.4f}" for k in LOGGED if any(k in h for h in recent)),
                       file=sys.stderr, flush=True)
             if step % args.save_every == 0 or step == args.steps or step == args.warmup:
-                if args.minutes is not None and step > args.warmup and step < args.steps and len(recent) >= 3:
+                if args.minutes is not None and step > args.warmup and step < args.steps and len(paces) >= 3:
                     # Steps slow down on a shared machine: re-plan the rest at the recent pace, never
                     # raising the total. The learning rate then anneals over the new total.
-                    fits = steps_in_budget(step, elapsed + time.monotonic() - started, float(np.median(recent)),
+                    fits = steps_in_budget(step, elapsed + time.monotonic() - started, float(np.median(paces)),
                                            args.minutes, args.steps)
                     if fits < args.steps:
                         replans[step] = args.steps = bar.total = max(fits, step + 1)
-                        print(f"--minutes {args.minutes}: {np.median(recent):.2f} s/step lately, now running "
+                        print(f"--minutes {args.minutes}: {np.median(paces):.2f} s/step lately, now running "
                               f"{args.steps} steps", file=sys.stderr, flush=True)
-                    recent.clear()
+                    paces.clear()
                 save()
             if args.max_minutes is not None and time.monotonic() - started > 60 * args.max_minutes:
                 save()
