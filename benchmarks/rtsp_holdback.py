@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fps", type=int, default=5, help="frame rate of the served clip (default: 5)")
     ap.add_argument("--frames", type=int, default=20, help="frames to time after the first 5 (default: 20)")
     args = ap.parse_args(argv)
-    total = min(W // 2, 5 * args.fps + args.frames + 10)  # the open probes for about 5 s; stay in one loop
+    total = min(W // 2, 5 * args.fps + args.frames + 10)  # the open reads ahead; stay within one loop of the clip
     with tempfile.TemporaryDirectory() as tmp:
         root, log = Path(tmp), Path(tmp) / "sent.jsonl"
         write_bar_clip(root / "clip.mp4", args.fps, total, W, H, step=2, bar=2)
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         first.setdefault(i, t)
         last[i] = t
     own, nxt = [], []
-    for t, i in got[5:]:  # the first frames come out of the open's probing buffer
+    for t, i in got[5:]:  # the first frames come out of what the open read ahead
         own.append(1e3 * (t - last[i]))
         if i + 1 in first:
             nxt.append(1e3 * (t - first[i + 1]))
