@@ -468,13 +468,19 @@ def test_the_client_sdk_does_not_import_torch():
 def test_echo_json_in_a_subprocess_and_ctrl_c(closing):
     bg = BackgroundPublisher(sample_masks())
     closing(bg)
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    # PYTHONFAULTHANDLER: if it ever fails to exit, SIGABRT makes it print where each thread is.
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONFAULTHANDLER="1")
     proc = subprocess.Popen([sys.executable, "-m", "streamtrack.cli.echo", "--connect", bg.addr, "--json"],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         lines = [json.loads(proc.stdout.readline()) for _ in range(3)]  # bounded by the test deadline
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=5)
+        try:
+            _, err = proc.communicate(timeout=15)  # it takes 0.05 s; a CI run once passed 5 s
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            _, err = proc.communicate(timeout=5)
+            raise AssertionError(f"echo did not exit within 15 s of Ctrl-C; where it was:\n{err[-4000:]}") from None
     finally:
         proc.kill()
         proc.wait()
