@@ -470,8 +470,11 @@ def test_echo_json_in_a_subprocess_and_ctrl_c(closing):
     closing(bg)
     # PYTHONFAULTHANDLER: if it ever fails to exit, SIGABRT makes it print where each thread is.
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONFAULTHANDLER="1")
+    # A terminal's Ctrl-C reaches a program whose SIGINT is not ignored. A test run started in the
+    # background by a shell ignores SIGINT, and children inherit that, so restore the default.
     proc = subprocess.Popen([sys.executable, "-m", "streamtrack.cli.echo", "--connect", bg.addr, "--json"],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         lines = [json.loads(proc.stdout.readline()) for _ in range(3)]  # bounded by the test deadline
         proc.send_signal(signal.SIGINT)
