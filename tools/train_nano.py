@@ -47,6 +47,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--gap-share", type=float, default=0.0,
                     help="share of clips chosen so that a tracked object vanishes on a later frame "
                          "(default: 0; 0.5 was tried, docs/nano-model.md)")
+    ap.add_argument("--prompt-lag", type=int, default=0, metavar="MAX",
+                    help="per step, skip 0..MAX frames (uniformly) between the prompted frame 0 and the "
+                         "tracked frames, so that the prompt is as stale as deep into a stream (default: 0)")
     ap.add_argument("--init", type=Path, default=None,
                     help="start from these weights (an earlier stage's nano.pt, or its last.pt, which also "
                          "holds the read-outs' weights) instead of random ones")
@@ -74,6 +77,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error("--minutes needs a non-negative budget and --warmup of at least 1 (its steps are timed)")
     if not args.absent_score_weight >= 0:
         ap.error(f"--absent-score-weight must be at least 0, got {args.absent_score_weight}")
+    if args.prompt_lag < 0:
+        ap.error(f"--prompt-lag must be at least 0, got {args.prompt_lag}")
     if not 0.0 <= args.gap_share <= 1.0:
         ap.error(f"--gap-share must be between 0 and 1, got {args.gap_share}")
     return args
@@ -110,11 +115,13 @@ def steps_in_budget(step: int, elapsed: float, step_seconds: float, minutes: flo
     return max(step, min(cap, step + more))
 
 
-def make_batch(rng: np.random.Generator, size: int, batch: int, frames: int, objects: int, gap_share: float = 0.0
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, ClipPlan]:
+def make_batch(rng: np.random.Generator, size: int, batch: int, frames: int, objects: int, gap_share: float = 0.0,
+               prompt_lag: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, ClipPlan]:
     """float[C, T, 3, S, S] normalised images, float[R, T, S, S] masks of the R objects, int[R]
-    clip of each object, and how they are prompted."""
-    clips = [sample_clip(rng, size, frames, objects, gap_share) for _ in range(batch)]
+    clip of each object, and how they are prompted. The clips of a batch share one lag, drawn
+    from 0..``prompt_lag`` (no draw when 0, so runs from before the option replay)."""
+    lag = int(rng.integers(0, prompt_lag + 1)) if prompt_lag > 0 else 0
+    clips = [sample_clip(rng, size, frames, objects, gap_share, lag) for _ in range(batch)]
     images = torch.from_numpy(np.stack([c.images for c in clips])).permute(0, 1, 4, 2, 3).float().div(255)
     images = normalize(images.flatten(0, 1)).view(batch, frames, 3, size, size)
     masks = torch.from_numpy(np.concatenate([c.masks for c in clips])).float()
@@ -123,7 +130,7 @@ def make_batch(rng: np.random.Generator, size: int, batch: int, frames: int, obj
     rows = [m for c in clips for m in c.masks]
     prompts = [first_frame_prompt(rng, m[0], first) for m in rows] if first != "mask" else []
     corrections = frozenset(int(f) for f in rng.choice(np.arange(1, frames), size=int(rng.integers(0, 2)), replace=False))
-    return images, masks, row_clip, ClipPlan(first, prompts, corrections)
+    return images, masks, row_clip, ClipPlan(first, prompts, corrections, clips[0].times)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             tick = time.monotonic()
             rng = np.random.default_rng((args.seed, step))
             images, masks, row_clip, plan = make_batch(rng, cfg.image_size, args.batch, args.frames, args.objects,
-                                                        args.gap_share)
+                                                        args.gap_share, args.prompt_lag)
             for g in opt.param_groups:
                 g["lr"] = learning_rate(step, args)
             loss, parts = unroll(model, images, masks, row_clip, plan, rng, probes, args.absent_score_weight)
@@ -232,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python tools/train_nano.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "config": cfg.name, "init": None if args.init is None else str(args.init), "seed": args.seed,
         "steps": args.steps, "batch": args.batch, "frames": args.frames, "objects": args.objects,
-        "replans": {str(k): v for k, v in sorted(replans.items())}, "gap_share": args.gap_share, "absent_score_weight": args.absent_score_weight, "budget_minutes": args.minutes, "lr": args.lr, "probes": probes is not None, "threads": args.threads, "train_minutes": round(total / 60, 1),
+        "replans": {str(k): v for k, v in sorted(replans.items())}, "gap_share": args.gap_share, "prompt_lag": args.prompt_lag, "absent_score_weight": args.absent_score_weight, "budget_minutes": args.minutes, "lr": args.lr, "probes": probes is not None, "threads": args.threads, "train_minutes": round(total / 60, 1),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
         "first_100_steps_loss": round(float(np.mean([h["loss"] for h in history[:100]])), 4),
         "final_100_steps": {k: round(float(np.mean([h[k] for h in tail if k in h])), 4) for k in ("loss",) + LOGGED if any(k in h for h in tail)},

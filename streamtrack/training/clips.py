@@ -26,6 +26,8 @@ class Clip:
     """uint8[T, S, S, 3]."""
     masks: np.ndarray
     """bool[K, T, S, S]: the visible pixels of each of the K tracked objects."""
+    times: tuple[int, ...]
+    """Each frame's index in the scene, counted from frame 0 (the prompted frame)."""
 
 
 @dataclass(frozen=True)
@@ -44,15 +46,25 @@ def train_scene_config(size: int, rng: np.random.Generator) -> SceneConfig:
                        num_distractors=int(rng.integers(0, 3)), fps=float(rng.uniform(6.0, 14.0)))
 
 
+def clip_times(frames: int, lag: int = 0) -> tuple[int, ...]:
+    """Frame 0, then ``frames - 1`` consecutive frames starting ``lag + 1`` frames later."""
+    return (0,) + tuple(range(lag + 1, lag + frames))
+
+
 def sample_clip(rng: np.random.Generator, size: int, frames: int, max_objects: int = 1,
-                gap_share: float = 0.0) -> Clip:
+                gap_share: float = 0.0, lag: int = 0) -> Clip:
     """A clip of ``frames`` frames at ``size`` x ``size`` with up to ``max_objects`` tracked objects,
     each well visible on frame 0. Several objects of one clip are tracked side by side, as the
     tracker does: their masks differ only through what each one's memory holds.
 
     With probability ``gap_share`` the clip is one where a tracked object vanishes (hidden or out
     of the frame) on a later frame, if one is found within :data:`GAP_TRIES` scenes. Few random
-    short clips have such frames, and without them the object score never learns to say "gone"."""
+    short clips have such frames, and without them the object score never learns to say "gone".
+
+    With ``lag`` > 0 the frames after frame 0 start ``lag + 1`` frames after it (:func:`clip_times`):
+    the prompt is as old as it is deep into a live stream, when the object has moved and changed
+    since."""
+    times = clip_times(frames, lag)
     want_gap = gap_share > 0 and rng.random() < gap_share  # no draw when off: clips as before
     for attempt in range(10_000):
         seed = int(rng.integers(TRAIN_SEEDS.start, TRAIN_SEEDS.stop))
@@ -62,18 +74,18 @@ def sample_clip(rng: np.random.Generator, size: int, frames: int, max_objects: i
         for start in rng.integers(0, 200, GAP_STARTS if seek_gap else 1).tolist():
             order = _first_frame_objects(rng, scene, start)
             if order and seek_gap:
-                order = _vanishing_first(scene, order, start, frames)
+                order = _vanishing_first(scene, order, [start + t for t in times[1:]])
             if order:
                 break
         else:
             continue
         objs = order[:max_objects]
         images, masks = [], []
-        for i in range(start, start + frames):
-            rgb, gt = scene.render(i)
+        for t in times:
+            rgb, gt = scene.render(start + t)
             images.append(rgb)
             masks.append([gt[k] for k in objs])
-        return Clip(np.stack(images), np.stack(masks).transpose(1, 0, 2, 3))
+        return Clip(np.stack(images), np.stack(masks).transpose(1, 0, 2, 3), times)
     raise RuntimeError("no scene with a visible object in 10,000 tries")
 
 
@@ -84,10 +96,9 @@ def _first_frame_objects(rng: np.random.Generator, scene: Scene, start: int) -> 
     return [candidates[i] for i in rng.permutation(len(candidates))]
 
 
-def _vanishing_first(scene: Scene, order: list[int], start: int, frames: int) -> list[int]:
-    """``order`` with the objects that are gone on some later frame of the clip first; empty
-    when none is."""
-    later = [scene.visible_masks(i) for i in range(start + 1, start + frames)]
+def _vanishing_first(scene: Scene, order: list[int], later_frames: list[int]) -> list[int]:
+    """``order`` with the objects that are gone on some of ``later_frames`` first; empty when none is."""
+    later = [scene.visible_masks(i) for i in later_frames]
     gone = [k for k in order if any(not m[k].any() for m in later)]
     return gone + [k for k in order if k not in gone] if gone else []
 

@@ -44,11 +44,15 @@ class ClipPlan:
     """Per object, for "box" and "points"."""
     corrections: frozenset[int] = frozenset()
     """Frames (>= 1) that get a correction click."""
+    times: tuple[int, ...] | None = None
+    """Each frame's index in its scene counted from frame 0 (``clips.clip_times``), which sets
+    memory slots and pointer ages; None: consecutive frames."""
 
 
 @dataclass
 class _Memory:
     frame: int
+    """Its frame's time (``ClipPlan.times``)."""
     spatial: torch.Tensor
     """float[B, mem_dim, h, w]."""
     ptr: torch.Tensor
@@ -68,6 +72,9 @@ def unroll(model: SAM2, images: torch.Tensor, masks: torch.Tensor, row_clip: tor
     ``absent_weight`` weighs the object-score loss of objects absent from a frame.
     """
     n_clips, t_len, _, s, _ = images.shape
+    times = plan.times or tuple(range(t_len))
+    if len(times) != t_len or times[0] != 0 or any(b <= a for a, b in zip(times, times[1:])):
+        raise ValueError(f"plan.times must rise from 0 with one time per frame ({t_len}), got {times}")
     b = masks.shape[0]
     dev = images.device
     feats = model.encode_image(images.flatten(0, 1))
@@ -112,7 +119,7 @@ def unroll(model: SAM2, images: torch.Tensor, masks: torch.Tensor, row_clip: tor
             score(out, target)
             chosen = heads.choose(model, out)
         else:
-            pix = _condition(model, raw, embed_pos, memories, t, grid_pe)
+            pix = _condition(model, raw, embed_pos, memories, times[t], grid_pe)
             if probes is not None:
                 probe_terms["probe_cond"].append(probe_loss(probes.conditioned, pix, target))
             no_xy, no_lab = heads.no_points(b, dev)
@@ -122,7 +129,7 @@ def unroll(model: SAM2, images: torch.Tensor, masks: torch.Tensor, row_clip: tor
             if t in plan.corrections:
                 chosen, cond = _correct(model, pix, frame_hr, chosen, target, rng, score), True
         mem = heads.encode_memory(model, raw, chosen.high_res.detach(), chosen.object_score.detach(), binarize=cond)
-        memories.append(_Memory(t, mem.float(), chosen.obj_ptr, cond))
+        memories.append(_Memory(times[t], mem.float(), chosen.obj_ptr, cond))
         if probes is not None:
             written = (chosen.high_res.detach() > 0).float()
             probe_terms["probe_mem"].append(probe_loss(probes.memory, mem.float(), written))
@@ -159,7 +166,8 @@ def _correct(model: SAM2, pix: torch.Tensor, frame_hr: tuple[torch.Tensor, torch
 
 def _condition(model: SAM2, raw: torch.Tensor, embed_pos: torch.Tensor, memories: list[_Memory], t: int,
                grid_pe: torch.Tensor) -> torch.Tensor:
-    """``raw: float[B, C, h, w]`` -> memory-conditioned features for frame ``t``, as the tracker builds its keys."""
+    """``raw: float[B, C, h, w]`` -> memory-conditioned features for the frame at time ``t``, as the
+    tracker builds its keys."""
     cfg = model.cfg
     b, c, h, w = raw.shape
     m = cfg.mem_dim
