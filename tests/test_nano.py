@@ -3,6 +3,7 @@ found by default and track the held-out synthetic benchmark well."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import sys
@@ -131,6 +132,28 @@ def test_the_absent_score_weight_weighs_only_absent_objects():
     assert plain["score"] == pytest.approx(float(bce.mean()), rel=1e-6)
     assert weighted["score"] == pytest.approx(float((bce[0] + 4 * bce[1]) / 2), rel=1e-6)
     assert weighted["mask"] == plain["mask"] and weighted["iou"] == plain["iou"]
+
+
+def test_a_lagged_plan_reads_its_memories_at_their_true_ages(monkeypatch):
+    """``ClipPlan.times`` sets the object pointers' ages: at time 23, after frame 0 and times 21
+    and 22, the prompt's pointer is 23 frames old (3 without the lag). Bad times are refused."""
+    import streamtrack.training.unroll as unroll_module
+
+    torch.manual_seed(0)
+    model = build_sam2(load_config("nano", 128), stability=False).eval()
+    images, masks, row_clip, plan = train_module().make_batch(np.random.default_rng(5), 128, 1, 4, 1)
+    plan = dataclasses.replace(plan, corrections=frozenset())  # a correction would add a prompt's pointer
+    seen = []
+    real = unroll_module.sine_1d
+    monkeypatch.setattr(unroll_module, "sine_1d", lambda x, c: seen.append(x * unroll_module.LIVE_PTR_WINDOW) or real(x, c))
+    with torch.no_grad():
+        unroll(model, images, masks, row_clip, dataclasses.replace(plan, times=(0, 21, 22, 23)), np.random.default_rng(1))
+        assert seen[-1].tolist() == [23, 1, 2]
+        unroll(model, images, masks, row_clip, plan, np.random.default_rng(1))
+        assert seen[-1].tolist() == [3, 1, 2]
+        for bad in ((0, 1, 2), (1, 2, 3, 4), (0, 2, 2, 3)):
+            with pytest.raises(ValueError, match="plan.times"):
+                unroll(model, images, masks, row_clip, dataclasses.replace(plan, times=bad), np.random.default_rng(1))
 
 
 def test_memory_readouts_train_the_memory_path():

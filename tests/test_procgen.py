@@ -19,7 +19,7 @@ from streamtrack.procgen import (
     benchmark_scene,
     frame_categories,
 )
-from streamtrack.training.clips import sample_clip
+from streamtrack.training.clips import clip_times, sample_clip
 
 
 def test_benchmark_seeds_never_appear_in_training():
@@ -56,6 +56,17 @@ def test_gap_clips_show_an_object_vanishing():
     for i in (0, 7, 30):
         drawn, fast = scene.render(i)[1], scene.visible_masks(i)
         assert drawn.keys() == fast.keys() and all(np.array_equal(drawn[k], fast[k]) for k in drawn)
+
+
+def test_a_lagged_clip_shows_its_scene_at_its_times():
+    """With ``lag`` the frames after the prompted one are those ``lag`` frames further on in the
+    same scene: the draws do not depend on the lag, so a plain clip of the same draws shows them."""
+    plain = sample_clip(np.random.default_rng(11), 64, 9, 2)
+    lagged = sample_clip(np.random.default_rng(11), 64, 4, 2, lag=5)
+    assert plain.times == tuple(range(9)) and lagged.times == clip_times(4, 5) == (0, 6, 7, 8)
+    assert np.array_equal(lagged.images, plain.images[[0, 6, 7, 8]])
+    assert np.array_equal(lagged.masks, plain.masks[:, [0, 6, 7, 8]])
+    assert not np.array_equal(plain.images[1], plain.images[6])
 
 
 def test_a_scene_is_a_function_of_its_seed_and_frames_render_in_any_order():
