@@ -156,6 +156,30 @@ def test_a_lagged_plan_reads_its_memories_at_their_true_ages(monkeypatch):
                 unroll(model, images, masks, row_clip, dataclasses.replace(plan, times=bad), np.random.default_rng(1))
 
 
+def test_the_image_loss_adds_memory_free_prompted_decodes():
+    """--image-weight adds its weight times a loss of its own, leaves the tracking terms as they
+    were, and skips frames where no object is visible."""
+    from streamtrack.training.unroll import _prompted_loss
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = build_sam2(load_config("nano", 128), stability=False).train()
+    images, masks, row_clip, plan = train_module().make_batch(np.random.default_rng(5), 128, 2, 3, 2)
+    totals, parts = [], []
+    for weight in (0.0, 1.0, 2.0):
+        total, p = unroll(model, images, masks, row_clip, plan, np.random.default_rng(1), image_weight=weight)
+        totals.append(total.item())
+        parts.append(p)
+    assert "image" not in parts[0] and parts[1]["image"] > 0 and parts[1]["image"] == parts[2]["image"]
+    assert parts[1]["mask"] == parts[0]["mask"] and parts[1]["track"] == parts[0]["track"]
+    assert totals[1] > totals[0]
+    assert totals[2] - totals[0] == pytest.approx(2 * (totals[1] - totals[0]), rel=1e-4)
+    feats = model.encode_image(images[0, :1])
+    empty = torch.zeros(2, 1, 128, 128)
+    assert _prompted_loss(model, feats.embed.expand(2, -1, -1, -1), tuple(x.expand(2, -1, -1, -1) for x in feats.high_res),
+                          empty, np.random.default_rng(0)) is None
+
+
 def test_memory_readouts_train_the_memory_path():
     """The read-out losses add to the tracking loss, and their gradient reaches the memory
     encoder and memory attention (it would not if they read detached features)."""

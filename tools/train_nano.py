@@ -31,7 +31,7 @@ from streamtrack.training.probes import MemoryProbes
 from streamtrack.training.unroll import ClipPlan, unroll
 
 
-LOGGED = ("mask", "track", "iou", "score", "embed", "probe_mem", "probe_cond")
+LOGGED = ("mask", "track", "iou", "score", "embed", "probe_mem", "probe_cond", "image")
 """Loss parts printed every 10 steps and recorded in nano.json."""
 
 
@@ -55,6 +55,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "holds the read-outs' weights) instead of random ones")
     ap.add_argument("--absent-score-weight", type=float, default=1.0,
                     help="weight of the object-score loss on frames where the object is gone (default: 1)")
+    ap.add_argument("--image-weight", type=float, default=0.0,
+                    help="weight of a memory-free loss that segments every visible object on every frame from "
+                         "a box or clicks, training the image path on more prompts (default: 0, off)")
     ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: 1e-3)")
     ap.add_argument("--warmup", type=int, default=100, help="linear warm-up steps (default: 100)")
     ap.add_argument("--seed", type=int, default=0)
@@ -77,6 +80,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error("--minutes needs a non-negative budget and --warmup of at least 1 (its steps are timed)")
     if not args.absent_score_weight >= 0:
         ap.error(f"--absent-score-weight must be at least 0, got {args.absent_score_weight}")
+    if not args.image_weight >= 0:
+        ap.error(f"--image-weight must be at least 0, got {args.image_weight}")
     if args.prompt_lag < 0:
         ap.error(f"--prompt-lag must be at least 0, got {args.prompt_lag}")
     if not 0.0 <= args.gap_share <= 1.0:
@@ -198,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
                                                         args.gap_share, args.prompt_lag)
             for g in opt.param_groups:
                 g["lr"] = learning_rate(step, args)
-            loss, parts = unroll(model, images, masks, row_clip, plan, rng, probes, args.absent_score_weight)
+            loss, parts = unroll(model, images, masks, row_clip, plan, rng, probes, args.absent_score_weight,
+                                 args.image_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -239,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python tools/train_nano.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "config": cfg.name, "init": None if args.init is None else str(args.init), "seed": args.seed,
         "steps": args.steps, "batch": args.batch, "frames": args.frames, "objects": args.objects,
-        "replans": {str(k): v for k, v in sorted(replans.items())}, "gap_share": args.gap_share, "prompt_lag": args.prompt_lag, "absent_score_weight": args.absent_score_weight, "budget_minutes": args.minutes, "lr": args.lr, "probes": probes is not None, "threads": args.threads, "train_minutes": round(total / 60, 1),
+        "replans": {str(k): v for k, v in sorted(replans.items())}, "gap_share": args.gap_share, "prompt_lag": args.prompt_lag, "image_weight": args.image_weight, "absent_score_weight": args.absent_score_weight, "budget_minutes": args.minutes, "lr": args.lr, "probes": probes is not None, "threads": args.threads, "train_minutes": round(total / 60, 1),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
         "first_100_steps_loss": round(float(np.mean([h["loss"] for h in history[:100]])), 4),
         "final_100_steps": {k: round(float(np.mean([h[k] for h in tail if k in h])), 4) for k in ("loss",) + LOGGED if any(k in h for h in tail)},

@@ -21,7 +21,7 @@ from streamtrack.model import SAM2
 from streamtrack.model.common import sine_1d, sine_position_encoding
 from streamtrack.tracker import heads
 from streamtrack.tracker.tracker import PREV_LOGITS_CLAMP
-from streamtrack.training.clips import PointPrompt, correction_click, pad_prompts
+from streamtrack.training.clips import PointPrompt, correction_click, first_frame_prompt, pad_prompts
 from streamtrack.training.losses import frame_loss
 from streamtrack.training.probes import MemoryProbes, probe_loss
 
@@ -61,15 +61,19 @@ class _Memory:
 
 
 def unroll(model: SAM2, images: torch.Tensor, masks: torch.Tensor, row_clip: torch.Tensor, plan: ClipPlan,
-           rng: np.random.Generator, probes: MemoryProbes | None = None, absent_weight: float = 1.0
-           ) -> tuple[torch.Tensor, dict[str, float]]:
+           rng: np.random.Generator, probes: MemoryProbes | None = None, absent_weight: float = 1.0,
+           image_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss of R objects in C clips, tracked side by side.
 
     ``images: float[C, T, 3, S, S]`` normalised; ``masks: float[R, T, S, S]`` in {0, 1};
     ``row_clip: int[R]``, the clip of each object. Returns the mean over scored frames of
     :func:`frame_loss`, and averaged loss parts. With ``probes``, the mean of their read-out
     losses (on every memory written, and on every frame's memory-conditioned features) is added.
-    ``absent_weight`` weighs the object-score loss of objects absent from a frame.
+    ``absent_weight`` weighs the object-score loss of objects absent from a frame. With
+    ``image_weight`` > 0, every frame also segments each visible object from a box or clicks
+    sampled from its true mask, without memory (as the image predictor does), and that mean
+    frame loss is added with this weight: it trains the image encoder and decoder on many more
+    prompts than the one per clip (drawn from ``rng``, so only when on).
     """
     n_clips, t_len, _, s, _ = images.shape
     times = plan.times or tuple(range(t_len))
@@ -134,18 +138,43 @@ def unroll(model: SAM2, images: torch.Tensor, masks: torch.Tensor, row_clip: tor
             written = (chosen.high_res.detach() > 0).float()
             probe_terms["probe_mem"].append(probe_loss(probes.memory, mem.float(), written))
 
+    image_terms = [_prompted_loss(model, embed[:, t], (hr[0][:, t], hr[1][:, t]), masks[:, t, None], rng)
+                   for t in range(t_len)] if image_weight > 0 else []
+    image_terms = [term for term in image_terms if term is not None]
+
     n = max(len(losses), 1)
     embed_term = feats.embed.pow(2).mean()
     out = {k: v / n for k, v in parts.items()} | {"embed": embed_term.item()}
     if tracked:
         out["track"] = float(np.mean(tracked))
     total = torch.stack(losses).mean() + EMBED_WEIGHT * embed_term
+    if image_terms:
+        out["image"] = float(np.mean([p["mask"] for _, p in image_terms]))
+        total = total + image_weight * torch.stack([loss for loss, _ in image_terms]).mean()
     for k, terms in probe_terms.items():
         if terms:
             term = torch.stack(terms).mean()
             out[k] = term.item()
             total = total + term
     return total, out
+
+
+def _prompted_loss(model: SAM2, raw: torch.Tensor, frame_hr: tuple[torch.Tensor, torch.Tensor], target: torch.Tensor,
+                   rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]] | None:
+    """:func:`frame_loss` of the visible objects of one frame, each segmented without memory from
+    a box or 1-3 clicks sampled from ``target: float[B, 1, S, S]``; None when none is visible."""
+    rows = torch.nonzero(target.flatten(1).amax(1) > 0).flatten()
+    if len(rows) == 0:
+        return None
+    kind = "box" if rng.random() < 0.5 else "points"
+    prompts = [first_frame_prompt(rng, m, kind) for m in target[rows, 0].cpu().numpy() > 0.5]
+    coords, labels = (torch.from_numpy(a).to(raw.device) for a in pad_prompts(prompts))
+    single_click = kind == "points" and bool((labels >= 0).sum(1).eq(1).all())
+    pix = raw[rows] + model.no_mem_embed.view(1, -1, 1, 1)
+    out = model.decode(pix, (frame_hr[0][rows], frame_hr[1][rows]), coords, labels, None, multimask=single_click)
+    s = target.shape[-1]
+    logits = F.interpolate(out.low_res_logits, size=(s, s), mode="bilinear", align_corners=False)
+    return frame_loss(logits, out.iou, out.object_score_logits, target[rows])
 
 
 def _correct(model: SAM2, pix: torch.Tensor, frame_hr: tuple[torch.Tensor, torch.Tensor], chosen: heads.HeadOutput,
