@@ -49,7 +49,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "(default: 0; 0.5 was tried, docs/nano-model.md)")
     ap.add_argument("--prompt-lag", type=int, default=0, metavar="MAX",
                     help="per step, skip 0..MAX frames (uniformly) between the prompted frame 0 and the "
-                         "tracked frames, so that the prompt is as stale as deep into a stream (default: 0)")
+                         "tracked frames, so that the prompt is as stale as deep into a stream (default: 0; 40 was "
+                         "tried, docs/nano-model.md)")
     ap.add_argument("--init", type=Path, default=None,
                     help="start from these weights (an earlier stage's nano.pt, or its last.pt, which also "
                          "holds the read-outs' weights) instead of random ones")
@@ -57,7 +58,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="weight of the object-score loss on frames where the object is gone (default: 1)")
     ap.add_argument("--image-weight", type=float, default=0.0,
                     help="weight of a memory-free loss that segments every visible object on every frame from "
-                         "a box or clicks, training the image path on more prompts (default: 0, off)")
+                         "a box or clicks, training the image path on more prompts (default: 0, off; 1 was tried, "
+                         "docs/nano-model.md)")
     ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: 1e-3)")
     ap.add_argument("--warmup", type=int, default=100, help="linear warm-up steps (default: 100)")
     ap.add_argument("--seed", type=int, default=0)

@@ -77,7 +77,7 @@ def unroll(model: SAM2, images: torch.Tensor, masks: torch.Tensor, row_clip: tor
     """
     n_clips, t_len, _, s, _ = images.shape
     times = plan.times or tuple(range(t_len))
-    if len(times) != t_len or times[0] != 0 or any(b <= a for a, b in zip(times, times[1:])):
+    if len(times) != t_len or times[0] != 0 or any(later <= sooner for sooner, later in zip(times, times[1:])):
         raise ValueError(f"plan.times must rise from 0 with one time per frame ({t_len}), got {times}")
     b = masks.shape[0]
     dev = images.device
