@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from streamtrack.model import SAM2
+from streamtrack.model import SAM2, DecoderOutput
 from streamtrack.model.common import sine_1d, sine_position_encoding
 from streamtrack.tracker import heads
 from streamtrack.tracker.tracker import PREV_LOGITS_CLAMP
@@ -75,7 +75,7 @@ def unroll(model: SAM2, images: torch.Tensor, masks: torch.Tensor, row_clip: tor
     frame loss is added with this weight: it trains the image encoder and decoder on many more
     prompts than the one per clip (drawn from ``rng``, so only when on).
     """
-    n_clips, t_len, _, s, _ = images.shape
+    n_clips, t_len = images.shape[:2]
     times = plan.times or tuple(range(t_len))
     if len(times) != t_len or times[0] != 0 or any(later <= sooner for sooner, later in zip(times, times[1:])):
         raise ValueError(f"plan.times must rise from 0 with one time per frame ({t_len}), got {times}")
@@ -96,8 +96,7 @@ def unroll(model: SAM2, images: torch.Tensor, masks: torch.Tensor, row_clip: tor
     probe_terms: dict[str, list[torch.Tensor]] = {"probe_mem": [], "probe_cond": []}
 
     def score(out, target, tracking: bool = False):  # noqa: ANN001, ANN202
-        logits = F.interpolate(out.low_res_logits, size=(s, s), mode="bilinear", align_corners=False)
-        loss, p = frame_loss(logits, out.iou, out.object_score_logits, target, absent_weight)
+        loss, p = _decode_loss(out, target, absent_weight)
         losses.append(loss)
         for k, v in p.items():
             parts[k] = parts.get(k, 0.0) + v
@@ -116,10 +115,7 @@ def unroll(model: SAM2, images: torch.Tensor, masks: torch.Tensor, row_clip: tor
             score(inner, target)
             chosen = heads.mask_answer(model, target, inner)
         elif t == 0:
-            coords, labels = (torch.from_numpy(a).to(dev) for a in pad_prompts(plan.first_prompts))
-            single_click = bool((labels >= 0).sum(1).eq(1).all()) and plan.first == "points"
-            pix = raw + model.no_mem_embed.view(1, -1, 1, 1)
-            out = model.decode(pix, frame_hr, coords, labels, None, multimask=single_click)
+            out = _memory_free_decode(model, raw, frame_hr, plan.first_prompts, plan.first)
             score(out, target)
             chosen = heads.choose(model, out)
         else:
@@ -168,13 +164,26 @@ def _prompted_loss(model: SAM2, raw: torch.Tensor, frame_hr: tuple[torch.Tensor,
         return None
     kind = "box" if rng.random() < 0.5 else "points"
     prompts = [first_frame_prompt(rng, m, kind) for m in target[rows, 0].cpu().numpy() > 0.5]
+    out = _memory_free_decode(model, raw[rows], (frame_hr[0][rows], frame_hr[1][rows]), prompts, kind)
+    return _decode_loss(out, target[rows])
+
+
+def _memory_free_decode(model: SAM2, raw: torch.Tensor, frame_hr: tuple[torch.Tensor, torch.Tensor],
+                        prompts: list[PointPrompt], kind: str) -> DecoderOutput:
+    """Each object's ``kind`` ("box" or "points") prompt decoded on ``raw: float[B, C, h, w]`` with
+    no memory, as on a prompted first frame; three candidates when every object has one click."""
     coords, labels = (torch.from_numpy(a).to(raw.device) for a in pad_prompts(prompts))
     single_click = kind == "points" and bool((labels >= 0).sum(1).eq(1).all())
-    pix = raw[rows] + model.no_mem_embed.view(1, -1, 1, 1)
-    out = model.decode(pix, (frame_hr[0][rows], frame_hr[1][rows]), coords, labels, None, multimask=single_click)
+    pix = raw + model.no_mem_embed.view(1, -1, 1, 1)
+    return model.decode(pix, frame_hr, coords, labels, None, multimask=single_click)
+
+
+def _decode_loss(out: DecoderOutput, target: torch.Tensor, absent_weight: float = 1.0
+                 ) -> tuple[torch.Tensor, dict[str, float]]:
+    """:func:`frame_loss` of a decode, its logits upsampled to ``target: float[B, 1, S, S]``."""
     s = target.shape[-1]
     logits = F.interpolate(out.low_res_logits, size=(s, s), mode="bilinear", align_corners=False)
-    return frame_loss(logits, out.iou, out.object_score_logits, target[rows])
+    return frame_loss(logits, out.iou, out.object_score_logits, target, absent_weight)
 
 
 def _correct(model: SAM2, pix: torch.Tensor, frame_hr: tuple[torch.Tensor, torch.Tensor], chosen: heads.HeadOutput,
