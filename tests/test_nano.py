@@ -156,6 +156,23 @@ def test_a_lagged_plan_reads_its_memories_at_their_true_ages(monkeypatch):
                 unroll(model, images, masks, row_clip, dataclasses.replace(plan, times=bad), np.random.default_rng(1))
 
 
+def test_a_lag_share_leaves_some_steps_unlagged():
+    """--lag-share P: about P of the steps draw a lag, the others track from the prompt on; with
+    P = 1 the batches are those of a run from before the option, draw for draw."""
+    make_batch = train_module().make_batch
+    first_tracked = {p: [make_batch(np.random.default_rng(s), 64, 1, 2, 1, 0.0, 40, p)[3].times[1] for s in range(12)]
+                     for p in (0.0, 0.5)}
+    assert first_tracked[0.0] == [1] * 12
+    assert 2 <= sum(t > 1 for t in first_tracked[0.5]) <= 10
+    for s in range(2):
+        old = make_batch(np.random.default_rng(s), 64, 1, 2, 1, 0.0, 40)
+        new = make_batch(np.random.default_rng(s), 64, 1, 2, 1, 0.0, 40, 1.0)
+        assert (old[3].first, old[3].times, old[3].corrections) == (new[3].first, new[3].times, new[3].corrections)
+        assert torch.equal(old[0], new[0]) and torch.equal(old[1], new[1])
+    with pytest.raises(SystemExit):
+        train_module().parse_args(["--out", "x", "--lag-share", "1.5"])
+
+
 def test_the_image_loss_adds_memory_free_prompted_decodes():
     """--image-weight adds its weight times a loss of its own, leaves the tracking terms as they
     were, and skips frames where no object is visible."""

@@ -51,6 +51,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="per step, skip 0..MAX frames (uniformly) between the prompted frame 0 and the "
                          "tracked frames, so that the prompt is as stale as deep into a stream (default: 0; 40 was "
                          "tried, docs/nano-model.md)")
+    ap.add_argument("--lag-share", type=float, default=1.0, metavar="P",
+                    help="share of steps that draw a --prompt-lag; the rest track from the prompt on, so the "
+                         "frames just after a prompt stay trained (default: 1, every step; a lag on every "
+                         "step cost frames 1-7 much of their accuracy, docs/nano-model.md)")
     ap.add_argument("--init", type=Path, default=None,
                     help="start from these weights (an earlier stage's nano.pt, or its last.pt, which also "
                          "holds the read-outs' weights) instead of random ones")
@@ -86,6 +90,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error(f"--image-weight must be at least 0, got {args.image_weight}")
     if args.prompt_lag < 0:
         ap.error(f"--prompt-lag must be at least 0, got {args.prompt_lag}")
+    if not 0.0 <= args.lag_share <= 1.0:
+        ap.error(f"--lag-share must be between 0 and 1, got {args.lag_share}")
     if not 0.0 <= args.gap_share <= 1.0:
         ap.error(f"--gap-share must be between 0 and 1, got {args.gap_share}")
     return args
@@ -123,11 +129,14 @@ def steps_in_budget(step: int, elapsed: float, step_seconds: float, minutes: flo
 
 
 def make_batch(rng: np.random.Generator, size: int, batch: int, frames: int, objects: int, gap_share: float = 0.0,
-               prompt_lag: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, ClipPlan]:
+               prompt_lag: int = 0, lag_share: float = 1.0
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, ClipPlan]:
     """float[C, T, 3, S, S] normalised images, float[R, T, S, S] masks of the R objects, int[R]
-    clip of each object, and how they are prompted. The clips of a batch share one lag, drawn
-    from 0..``prompt_lag`` (no draw when 0, so runs from before the option replay)."""
-    lag = int(rng.integers(0, prompt_lag + 1)) if prompt_lag > 0 else 0
+    clip of each object, and how they are prompted. The clips of a batch share one lag: with
+    probability ``lag_share`` drawn from 0..``prompt_lag``, else 0. The coin is drawn only when
+    ``lag_share`` < 1 and the lag only when ``prompt_lag`` > 0, so earlier runs replay."""
+    lagged = prompt_lag > 0 and (lag_share >= 1.0 or rng.random() < lag_share)
+    lag = int(rng.integers(0, prompt_lag + 1)) if lagged else 0
     clips = [sample_clip(rng, size, frames, objects, gap_share, lag) for _ in range(batch)]
     images = torch.from_numpy(np.stack([c.images for c in clips])).permute(0, 1, 4, 2, 3).float().div(255)
     images = normalize(images.flatten(0, 1)).view(batch, frames, 3, size, size)
@@ -202,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             tick = time.monotonic()
             rng = np.random.default_rng((args.seed, step))
             images, masks, row_clip, plan = make_batch(rng, cfg.image_size, args.batch, args.frames, args.objects,
-                                                        args.gap_share, args.prompt_lag)
+                                                        args.gap_share, args.prompt_lag, args.lag_share)
             for g in opt.param_groups:
                 g["lr"] = learning_rate(step, args)
             loss, parts = unroll(model, images, masks, row_clip, plan, rng, probes, args.absent_score_weight,
@@ -247,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python tools/train_nano.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "config": cfg.name, "init": None if args.init is None else str(args.init), "seed": args.seed,
         "steps": args.steps, "batch": args.batch, "frames": args.frames, "objects": args.objects,
-        "replans": {str(k): v for k, v in sorted(replans.items())}, "gap_share": args.gap_share, "prompt_lag": args.prompt_lag, "image_weight": args.image_weight, "absent_score_weight": args.absent_score_weight, "budget_minutes": args.minutes, "lr": args.lr, "probes": probes is not None, "threads": args.threads, "train_minutes": round(total / 60, 1),
+        "replans": {str(k): v for k, v in sorted(replans.items())}, "gap_share": args.gap_share, "prompt_lag": args.prompt_lag, "lag_share": args.lag_share, "image_weight": args.image_weight, "absent_score_weight": args.absent_score_weight, "budget_minutes": args.minutes, "lr": args.lr, "probes": probes is not None, "threads": args.threads, "train_minutes": round(total / 60, 1),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
         "first_100_steps_loss": round(float(np.mean([h["loss"] for h in history[:100]])), 4),
         "final_100_steps": {k: round(float(np.mean([h[k] for h in tail if k in h])), 4) for k in ("loss",) + LOGGED if any(k in h for h in tail)},
