@@ -105,6 +105,12 @@ class ModelConfig:
     A model trained from scratch with multimask tracking can learn to put a different salient
     object in each candidate instead of reading its memory. Every shipped config keeps it on
     (see docs/nano-model.md for a training run with it off)."""
+    cond_memory_max_age: int = 0
+    """0 (every official model): a prompted (conditioning) frame's spatial memory is attended to on
+    every later frame, as SAM 2 does. N > 0: only while it is at most N frames old; later frames
+    attend to the recent frames' memories and to the object pointers, the prompt's included.
+    nano uses 7, the oldest a prompt is in its 8-frame training clips: past that its stale
+    prompt memory pulls the mask off the object (docs/nano-model.md)."""
     backbone_stride: int = field(default=16, init=False)
 
     def __post_init__(self) -> None:
@@ -114,6 +120,7 @@ class ModelConfig:
         )
         _require(self.num_maskmem >= 1, "num_maskmem must be at least 1")
         _require(self.max_obj_ptrs >= 1, "max_obj_ptrs must be at least 1")
+        _require(self.cond_memory_max_age >= 0, "cond_memory_max_age must not be negative (0: no limit)")
         _require(self.hidden_dim > 0 and self.hidden_dim % 16 == 0, "hidden_dim must be a positive multiple of 16")
         _require(self.mem_dim > 0 and self.hidden_dim % self.mem_dim == 0, "mem_dim must divide hidden_dim")
         _require(self.memory_attention_layers >= 1, "memory_attention_layers must be at least 1")

@@ -67,6 +67,7 @@ def test_config_by_path(tmp_path):
         (GOOD.replace("embed_dim: 96", "embed_dim: '96'"), "trunk.embed_dim: expected int"),
         (GOOD.replace("[1, 2, 7, 2]", "[1, 2, 7]"), "trunk.stages must have 4 entries"),
         (GOOD + "num_maskmem: true\n", "num_maskmem: expected int"),
+        (GOOD + "cond_memory_max_age: -1\n", "cond_memory_max_age must not be negative"),
         (GOOD + "_target_: sam2.modeling.SAM2Base\n", "unknown key(s) _target_"),
         ("[1, 2]", "expected a mapping"),
         ("a: [", "not valid YAML"),

@@ -210,3 +210,45 @@ def test_tracked_frames_decode_as_the_config_says(frames, monkeypatch, multimask
         unroll(net, images, torch.from_numpy(clip.masks).float(), torch.zeros(1, dtype=torch.long),
                ClipPlan("mask"), rng)
     assert calls[1:] == [(False, False, multimask)] * 2  # calls[0] decodes frame 0's mask prompt
+
+
+@pytest.mark.parametrize("max_age", [0, 3])
+def test_a_prompt_memory_is_read_while_the_config_allows(frames, max_age):
+    """``cond_memory_max_age``: with 0 (every official config) the prompted frame's memory is read
+    on every later frame; with N it is read only while at most N frames old, in the tracker and
+    in the training unroll alike. Counted as the spatial memories memory attention gets."""
+    import dataclasses
+
+    from streamtrack.model import build_sam2
+    from streamtrack.training.clips import sample_clip
+    from streamtrack.training.unroll import ClipPlan, unroll
+
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(load_config("nano", SIZE), cond_memory_max_age=max_age)
+    net = build_sam2(cfg).eval()
+    hw = cfg.embed_size**2
+    spatial = []
+
+    def spy(_module, args):  # noqa: ANN001, ANN202
+        _curr, _curr_pos, memory, _memory_pos, n_ptr_tokens, key_valid = args
+        assert key_valid is None or bool(key_valid.all())
+        spatial.append((memory.shape[1] - n_ptr_tokens) // hw)
+
+    net.memory_attention.register_forward_pre_hook(spy)
+    tracker = Tracker(net, TrackerConfig(max_objects=1))
+    tracker.track(frames[0])
+    tracker.add_prompt(BOX)
+    for frame in frames[1:10]:
+        tracker.track(frame)
+    prompt = [1 if max_age == 0 or t <= max_age else 0 for t in range(1, 10)]
+    assert spatial == [p + min(t - 1, cfg.num_maskmem - 1) for t, p in zip(range(1, 10), prompt)]
+
+    # The unroll, with its tracked frames 21-23 frames after the prompt (a --prompt-lag): the first
+    # has no recent memory and keeps the prompt's; later ones drop it when it is too old.
+    clip = sample_clip(np.random.default_rng(0), SIZE, 4)
+    images = torch.from_numpy(clip.images).permute(0, 3, 1, 2).float().div(255)[None]
+    spatial.clear()
+    with torch.no_grad():
+        unroll(net, images, torch.from_numpy(clip.masks).float(), torch.zeros(1, dtype=torch.long),
+               ClipPlan("mask", times=(0, 21, 22, 23)), np.random.default_rng(1))
+    assert spatial == ([1, 2, 3] if max_age == 0 else [1, 1, 2])

@@ -36,7 +36,8 @@ def memory_view(
 ) -> MemoryView:
     """Gather the memories object ``rows`` (int[R]) may use on ``frame``.
 
-    Conditioning frames always count (temporal slot 0); recent frames count when
+    Conditioning frames count (temporal slot 0), while at most the config's
+    ``cond_memory_max_age`` frames old when that is set; recent frames count when
     1 to num_maskmem-1 frames old. Pointers: conditioning frames not in the
     future, and recent frames 1 to max_obj_ptrs-1 frames old.
 
@@ -54,7 +55,9 @@ def memory_view(
 
     age = frame - bank.spatial_frame[rows]  # [R, K]
     is_cond = bank.is_cond_spatial[None]
-    valid = bank.spatial_valid[rows] & (is_cond | ((age >= 1) & (age <= s.num_maskmem - 1)))
+    max_age = model.cfg.cond_memory_max_age
+    cond_ok = is_cond & (age <= max_age) if max_age else is_cond
+    valid = bank.spatial_valid[rows] & (cond_ok | (~is_cond & (age >= 1) & (age <= s.num_maskmem - 1)))
     p_age = frame - bank.ptr_frame[rows]  # [R, P]
     p_cond = bank.is_cond_ptr[None]
     ptr_window = min(stream_length or s.max_obj_ptrs, s.max_obj_ptrs) - 1

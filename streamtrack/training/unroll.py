@@ -210,8 +210,12 @@ def _condition(model: SAM2, raw: torch.Tensor, embed_pos: torch.Tensor, memories
     b, c, h, w = raw.shape
     m = cfg.mem_dim
     tpos = model.maskmem_tpos_enc.view(cfg.num_maskmem, m)
-    spatial = [mm for mm in memories if mm.cond] + sorted(
-        (mm for mm in memories if not mm.cond and 1 <= t - mm.frame <= cfg.num_maskmem - 1), key=lambda mm: mm.frame)
+    cond = [mm for mm in memories if mm.cond]
+    recent = sorted((mm for mm in memories if not mm.cond and 1 <= t - mm.frame <= cfg.num_maskmem - 1),
+                    key=lambda mm: mm.frame)
+    if cfg.cond_memory_max_age and recent:  # after a --prompt-lag gap there may be no recent frame
+        cond = [mm for mm in cond if t - mm.frame <= cfg.cond_memory_max_age]
+    spatial = cond + recent
     keys, key_pos = [], []
     for mm in spatial:
         keys.append(mm.spatial.flatten(2).transpose(1, 2))  # [B, hw, m]
