@@ -176,7 +176,7 @@ def test_a_lag_share_leaves_some_steps_unlagged():
 def test_the_image_loss_adds_memory_free_prompted_decodes():
     """--image-weight adds its weight times a loss of its own, leaves the tracking terms as they
     were, and skips frames where no object is visible."""
-    from streamtrack.training.unroll import _prompted_loss
+    from streamtrack.training.unroll import prompted_loss
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -193,7 +193,7 @@ def test_the_image_loss_adds_memory_free_prompted_decodes():
     assert totals[2] - totals[0] == pytest.approx(2 * (totals[1] - totals[0]), rel=1e-4)
     feats = model.encode_image(images[0, :1])
     empty = torch.zeros(2, 1, 128, 128)
-    assert _prompted_loss(model, feats.embed.expand(2, -1, -1, -1), tuple(x.expand(2, -1, -1, -1) for x in feats.high_res),
+    assert prompted_loss(model, feats.embed.expand(2, -1, -1, -1), tuple(x.expand(2, -1, -1, -1) for x in feats.high_res),
                           empty, np.random.default_rng(0)) is None
 
 
@@ -247,3 +247,35 @@ def test_nano_tracks_the_held_out_benchmark():
     summary = summarize(scores)
     print(summary)
     assert summary["J&F"] >= QUALITY_FLOOR, summary
+
+
+def test_the_decoder_stage_trains_only_the_decoder_and_lowers_its_loss(tmp_path):
+    """--decoder-only fine-tunes the prompt encoder and mask decoder of --init's model and
+    leaves every other weight as it was; its loss on held clips falls."""
+    from streamtrack.training.decoder_stage import decoder_stage_loss
+
+    torch.set_num_threads(1)
+    train = train_module()
+    assert train.main(["--out", str(tmp_path / "a"), "--steps", "2", *TINY]) == 0
+    start = torch.load(tmp_path / "a" / "nano.pt", weights_only=True)["model"]
+    assert train.main(["--out", str(tmp_path / "b"), "--steps", "20", "--decoder-only", "--image-weight", "1",
+                       "--init", str(tmp_path / "a" / "nano.pt"), *TINY]) == 0
+    tuned = torch.load(tmp_path / "b" / "nano.pt", weights_only=True)["model"]
+    decoder = ("sam_prompt_encoder.", "sam_mask_decoder.")
+    assert all(torch.equal(start[k], tuned[k]) for k in start if not k.startswith(decoder))
+    assert any(not torch.equal(start[k], tuned[k]) for k in start if k.startswith("sam_mask_decoder."))
+    record = json.loads((tmp_path / "b" / "nano.json").read_text())
+    assert record["decoder_only"] is True and "image" in record["final_100_steps"]
+
+    def held_loss(state: dict) -> float:
+        model = build_sam2(load_config("nano", 128), stability=False).train()
+        model.load_state_dict(state)
+        rng = np.random.default_rng(123)
+        images, masks, row_clip, plan = train.make_batch(rng, 128, 2, 3, 2)
+        with torch.no_grad():
+            return float(decoder_stage_loss(model, images, masks, row_clip, plan, rng)[0])
+
+    before, after = held_loss(start), held_loss(tuned)
+    assert after < before, f"decoder-stage loss on held clips went {before:.3f} -> {after:.3f}"
+    with pytest.raises(SystemExit):
+        train.parse_args(["--out", "x", "--decoder-only", "--image-weight", "1"])  # no --init

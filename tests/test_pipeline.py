@@ -303,3 +303,31 @@ def test_run_on_a_file_ends_at_its_end_with_status_0_and_every_frame_tracked(sma
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "the source ended" in done.stderr and "tracked 10," in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("kind", [None, "box", "mask"])
+def test_gt_prompts_give_true_boxes_by_default_or_true_masks(kind, tmp_path):
+    """`run --gt-prompts [box|mask]` prompts each object visible on frame 0 with its true box
+    (bare flag, or "box") or its true mask; a source other than the synthetic one is refused."""
+    import cv2
+    import numpy as np
+
+    from streamtrack.cli import UsageError, build_parser
+    from streamtrack.cli.run import initial_prompts
+
+    spec = "synthetic:width=160,height=120,seed=3,live=false"
+    argv = ["run", "--source", spec, "--gt-prompts"] + ([kind] if kind else [])
+    prompts = initial_prompts(build_parser().parse_args(argv))[0]
+    src = SyntheticSource(160, 120, seed=3, live=False)
+    if kind == "mask":
+        truth = src.first_frame_masks()
+        assert {p.obj_id for p in prompts} == truth.keys()
+        assert all(p.box is None and np.array_equal(p.mask, truth[p.obj_id]) for p in prompts)
+    else:
+        assert {p.obj_id: p.box for p in prompts} == src.first_frame_boxes()
+        assert all(p.mask is None for p in prompts)
+    cv2.imwrite(str(tmp_path / "000.png"), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(UsageError, match="synthetic"):
+        initial_prompts(build_parser().parse_args(["run", "--source", str(tmp_path), "--gt-prompts", "mask"]))
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--source", spec, "--gt-prompts", "points"])

@@ -120,6 +120,15 @@ def test_first_frame_boxes_bound_the_visible_masks():
         assert (x0, y0, x1, y1) == (xs.min(), ys.min(), xs.max(), ys.max())
 
 
+def test_first_frame_masks_are_the_visible_masks_of_frame_0():
+    src = SyntheticSource(160, 120, seed=3, live=False)
+    masks = src.render(0).gt_masks
+    first = src.first_frame_masks()
+    assert first.keys() == {k for k, m in masks.items() if m.any()} and first
+    for k, m in first.items():
+        assert m.dtype == bool and np.array_equal(m, masks[k])
+
+
 def test_live_synthetic_paces_to_fps_and_non_live_does_not():
     live = SyntheticSource(64, 48, fps=50, live=True)
     t0 = time.monotonic()

@@ -18,7 +18,7 @@ model_args=(--config "$config")
 [ -n "${CHECKPOINT:-}" ] && model_args+=(--checkpoint "$CHECKPOINT")
 [ -n "${IMAGE_SIZE:-}" ] && model_args+=(--image-size "$IMAGE_SIZE")
 mkdir -p out/demo
-.venv/bin/streamtrack run --source synthetic --gt-prompts "${model_args[@]}" --send-frames --max-frames "$frames" &
+.venv/bin/streamtrack run --source synthetic --gt-prompts mask "${model_args[@]}" --send-frames --max-frames "$frames" &
 pipeline=$!
 trap 'kill $pipeline 2>/dev/null || true' EXIT
 .venv/bin/streamtrack view --out out/demo/overlay.mp4 --timeout 120

@@ -27,6 +27,7 @@ from streamtrack.model import build_sam2
 from streamtrack.preprocess import normalize
 from streamtrack.progress import Progress
 from streamtrack.training.clips import first_frame_prompt, sample_clip
+from streamtrack.training.decoder_stage import decoder_stage_loss, trainable
 from streamtrack.training.probes import MemoryProbes
 from streamtrack.training.unroll import ClipPlan, unroll
 
@@ -64,6 +65,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="weight of a memory-free loss that segments every visible object on every frame from "
                          "a box or clicks, training the image path on more prompts (default: 0, off; 1 was tried, "
                          "docs/nano-model.md)")
+    ap.add_argument("--decoder-only", action="store_true",
+                    help="a stage that trains only the prompt encoder and mask decoder, on the tracked frames' "
+                         "memory-conditioned features and on memory-free box and click prompts weighted by "
+                         "--image-weight, with the rest of --init's model fixed (streamtrack/training/"
+                         "decoder_stage.py); needs --init and an --image-weight above 0")
     ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: 1e-3)")
     ap.add_argument("--warmup", type=int, default=100, help="linear warm-up steps (default: 100)")
     ap.add_argument("--seed", type=int, default=0)
@@ -88,6 +94,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error(f"--absent-score-weight must be at least 0, got {args.absent_score_weight}")
     if not args.image_weight >= 0:
         ap.error(f"--image-weight must be at least 0, got {args.image_weight}")
+    if args.decoder_only and (args.init is None or not args.image_weight > 0):
+        ap.error("--decoder-only needs --init (the model to fine-tune) and an --image-weight above 0")
     if args.prompt_lag < 0:
         ap.error(f"--prompt-lag must be at least 0, got {args.prompt_lag}")
     if not 0.0 <= args.lag_share <= 1.0:
@@ -158,10 +166,13 @@ def main(argv: list[str] | None = None) -> int:
     init = None if args.init is None else torch.load(args.init, weights_only=True)
     if init is not None:
         model.load_state_dict(init["model"])
-    probes = None if args.no_probes else MemoryProbes(cfg.mem_dim, cfg.hidden_dim).train()
+    probes = None if args.no_probes or args.decoder_only else MemoryProbes(cfg.mem_dim, cfg.hidden_dim).train()
     if probes is not None and init is not None and init.get("probes") is not None:
         probes.load_state_dict(init["probes"])
-    params = list(model.parameters()) + ([] if probes is None else list(probes.parameters()))
+    if args.decoder_only:
+        params = trainable(model)
+    else:
+        params = list(model.parameters()) + ([] if probes is None else list(probes.parameters()))
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     args.out.mkdir(parents=True, exist_ok=True)
     last = args.out / "last.pt"
@@ -214,8 +225,12 @@ def main(argv: list[str] | None = None) -> int:
                                                         args.gap_share, args.prompt_lag, args.lag_share)
             for g in opt.param_groups:
                 g["lr"] = learning_rate(step, args)
-            loss, parts = unroll(model, images, masks, row_clip, plan, rng, probes, args.absent_score_weight,
-                                 args.image_weight)
+            if args.decoder_only:
+                loss, parts = decoder_stage_loss(model, images, masks, row_clip, plan, rng, args.absent_score_weight,
+                                                 args.image_weight)
+            else:
+                loss, parts = unroll(model, images, masks, row_clip, plan, rng, probes, args.absent_score_weight,
+                                     args.image_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -256,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python tools/train_nano.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "config": cfg.name, "init": None if args.init is None else str(args.init), "seed": args.seed,
         "steps": args.steps, "batch": args.batch, "frames": args.frames, "objects": args.objects,
-        "replans": {str(k): v for k, v in sorted(replans.items())}, "gap_share": args.gap_share, "prompt_lag": args.prompt_lag, "lag_share": args.lag_share, "image_weight": args.image_weight, "absent_score_weight": args.absent_score_weight, "budget_minutes": args.minutes, "lr": args.lr, "probes": probes is not None, "threads": args.threads, "train_minutes": round(total / 60, 1),
+        "replans": {str(k): v for k, v in sorted(replans.items())}, "gap_share": args.gap_share, "prompt_lag": args.prompt_lag, "lag_share": args.lag_share, "image_weight": args.image_weight, "decoder_only": args.decoder_only, "absent_score_weight": args.absent_score_weight, "budget_minutes": args.minutes, "lr": args.lr, "probes": probes is not None, "threads": args.threads, "train_minutes": round(total / 60, 1),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
         "first_100_steps_loss": round(float(np.mean([h["loss"] for h in history[:100]])), 4),
         "final_100_steps": {k: round(float(np.mean([h[k] for h in tail if k in h])), 4) for k in ("loss",) + LOGGED if any(k in h for h in tail)},

@@ -91,14 +91,18 @@ class SyntheticSource(Source):
         """Each object's whole shape on frame ``index``, hidden parts included: {obj_id: bool[H, W]}."""
         return self.scene.full_masks(index)
 
+    def first_frame_masks(self) -> dict[int, np.ndarray]:
+        """The visible pixels of each object on frame 0, {obj_id: bool[H, W]}, for prompting from
+        ground truth; hidden objects are left out."""
+        return {obj_id: mask for obj_id, mask in (self.render(0).gt_masks or {}).items() if mask.any()}
+
     def first_frame_boxes(self) -> dict[int, tuple[float, float, float, float]]:
         """(x0, y0, x1, y1) inclusive pixel bounds of each object's visible part on frame 0
         (the tracker's bbox convention), for prompting from ground truth; hidden objects are left out."""
         boxes = {}
-        for obj_id, mask in (self.render(0).gt_masks or {}).items():
+        for obj_id, mask in self.first_frame_masks().items():
             ys, xs = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-            if ys.size:
-                boxes[obj_id] = (float(xs[0]), float(ys[0]), float(xs[-1]), float(ys[-1]))
+            boxes[obj_id] = (float(xs[0]), float(ys[0]), float(xs[-1]), float(ys[-1]))
         return boxes
 
 

@@ -49,6 +49,19 @@ class ClipPlan:
     memory slots and pointer ages; None: consecutive frames."""
 
 
+@dataclass(frozen=True)
+class FrameRecord:
+    """What one frame of an unroll fed its decoder (see ``unroll(record=)``)."""
+
+    t: int
+    """The frame's index in the clip."""
+    raw: torch.Tensor
+    """float[B, C, h, w]: image features without memory."""
+    high_res: tuple[torch.Tensor, torch.Tensor]
+    conditioned: torch.Tensor | None
+    """float[B, C, h, w]: memory-conditioned features of a tracked frame; None on frame 0."""
+
+
 @dataclass
 class _Memory:
     frame: int
@@ -62,7 +75,8 @@ class _Memory:
 
 def unroll(model: SAM2, images: torch.Tensor, masks: torch.Tensor, row_clip: torch.Tensor, plan: ClipPlan,
            rng: np.random.Generator, probes: MemoryProbes | None = None, absent_weight: float = 1.0,
-           image_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+           image_weight: float = 0.0, record: list[FrameRecord] | None = None
+           ) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss of R objects in C clips, tracked side by side.
 
     ``images: float[C, T, 3, S, S]`` normalised; ``masks: float[R, T, S, S]`` in {0, 1};
@@ -73,7 +87,8 @@ def unroll(model: SAM2, images: torch.Tensor, masks: torch.Tensor, row_clip: tor
     ``image_weight`` > 0, every frame also segments each visible object from a box or clicks
     sampled from its true mask, without memory (as the image predictor does), and that mean
     frame loss is added with this weight: it trains the image encoder and decoder on many more
-    prompts than the one per clip (drawn from ``rng``, so only when on).
+    prompts than the one per clip (drawn from ``rng``, so only when on). ``record``, when given,
+    receives each frame's decoder inputs (:class:`FrameRecord`).
     """
     n_clips, t_len = images.shape[:2]
     times = plan.times or tuple(range(t_len))
@@ -96,7 +111,7 @@ def unroll(model: SAM2, images: torch.Tensor, masks: torch.Tensor, row_clip: tor
     probe_terms: dict[str, list[torch.Tensor]] = {"probe_mem": [], "probe_cond": []}
 
     def score(out, target, tracking: bool = False):  # noqa: ANN001, ANN202
-        loss, p = _decode_loss(out, target, absent_weight)
+        loss, p = decode_loss(out, target, absent_weight)
         losses.append(loss)
         for k, v in p.items():
             parts[k] = parts.get(k, 0.0) + v
@@ -108,6 +123,7 @@ def unroll(model: SAM2, images: torch.Tensor, masks: torch.Tensor, row_clip: tor
         frame_hr = (hr[0][:, t], hr[1][:, t])
         raw = embed[:, t]
         cond = t == 0
+        pix = None
         if t == 0 and plan.first == "mask":
             # The mask is the answer (as in the tracker); decoding it as a mask input is trained
             # too, since the object pointer comes from that decode.
@@ -128,13 +144,15 @@ def unroll(model: SAM2, images: torch.Tensor, masks: torch.Tensor, row_clip: tor
             chosen = heads.choose(model, out)
             if t in plan.corrections:
                 chosen, cond = _correct(model, pix, frame_hr, chosen, target, rng, score), True
+        if record is not None:
+            record.append(FrameRecord(t, raw, frame_hr, pix))
         mem = heads.encode_memory(model, raw, chosen.high_res.detach(), chosen.object_score.detach(), binarize=cond)
         memories.append(_Memory(times[t], mem.float(), chosen.obj_ptr, cond))
         if probes is not None:
             written = (chosen.high_res.detach() > 0).float()
             probe_terms["probe_mem"].append(probe_loss(probes.memory, mem.float(), written))
 
-    image_terms = [_prompted_loss(model, embed[:, t], (hr[0][:, t], hr[1][:, t]), masks[:, t, None], rng)
+    image_terms = [prompted_loss(model, embed[:, t], (hr[0][:, t], hr[1][:, t]), masks[:, t, None], rng)
                    for t in range(t_len)] if image_weight > 0 else []
     image_terms = [term for term in image_terms if term is not None]
 
@@ -155,7 +173,7 @@ def unroll(model: SAM2, images: torch.Tensor, masks: torch.Tensor, row_clip: tor
     return total, out
 
 
-def _prompted_loss(model: SAM2, raw: torch.Tensor, frame_hr: tuple[torch.Tensor, torch.Tensor], target: torch.Tensor,
+def prompted_loss(model: SAM2, raw: torch.Tensor, frame_hr: tuple[torch.Tensor, torch.Tensor], target: torch.Tensor,
                    rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]] | None:
     """:func:`frame_loss` of the visible objects of one frame, each segmented without memory from
     a box or 1-3 clicks sampled from ``target: float[B, 1, S, S]``; None when none is visible."""
@@ -165,7 +183,7 @@ def _prompted_loss(model: SAM2, raw: torch.Tensor, frame_hr: tuple[torch.Tensor,
     kind = "box" if rng.random() < 0.5 else "points"
     prompts = [first_frame_prompt(rng, m, kind) for m in target[rows, 0].cpu().numpy() > 0.5]
     out = _memory_free_decode(model, raw[rows], (frame_hr[0][rows], frame_hr[1][rows]), prompts, kind)
-    return _decode_loss(out, target[rows])
+    return decode_loss(out, target[rows])
 
 
 def _memory_free_decode(model: SAM2, raw: torch.Tensor, frame_hr: tuple[torch.Tensor, torch.Tensor],
@@ -178,7 +196,7 @@ def _memory_free_decode(model: SAM2, raw: torch.Tensor, frame_hr: tuple[torch.Te
     return model.decode(pix, frame_hr, coords, labels, None, multimask=single_click)
 
 
-def _decode_loss(out: DecoderOutput, target: torch.Tensor, absent_weight: float = 1.0
+def decode_loss(out: DecoderOutput, target: torch.Tensor, absent_weight: float = 1.0
                  ) -> tuple[torch.Tensor, dict[str, float]]:
     """:func:`frame_loss` of a decode, its logits upsampled to ``target: float[B, 1, S, S]``."""
     s = target.shape[-1]
