@@ -250,22 +250,22 @@ def test_nano_tracks_the_held_out_benchmark():
 
 
 def test_the_decoder_stage_trains_only_the_decoder_and_lowers_its_loss(tmp_path):
-    """--decoder-only fine-tunes the prompt encoder and mask decoder of --init's model and
-    leaves every other weight as it was; its loss on held clips falls."""
+    """--decoder-only fine-tunes the prompt encoder and mask decoder of --init's model (here with
+    two updates per unroll) and leaves every other weight as it was; its loss on held clips falls."""
     from streamtrack.training.decoder_stage import decoder_stage_loss
 
     torch.set_num_threads(1)
     train = train_module()
     assert train.main(["--out", str(tmp_path / "a"), "--steps", "2", *TINY]) == 0
     start = torch.load(tmp_path / "a" / "nano.pt", weights_only=True)["model"]
-    assert train.main(["--out", str(tmp_path / "b"), "--steps", "20", "--decoder-only", "--image-weight", "1",
-                       "--init", str(tmp_path / "a" / "nano.pt"), *TINY]) == 0
+    assert train.main(["--out", str(tmp_path / "b"), "--steps", "10", "--decoder-only", "--image-weight", "1",
+                       "--decoder-updates", "2", "--init", str(tmp_path / "a" / "nano.pt"), *TINY]) == 0
     tuned = torch.load(tmp_path / "b" / "nano.pt", weights_only=True)["model"]
     decoder = ("sam_prompt_encoder.", "sam_mask_decoder.")
     assert all(torch.equal(start[k], tuned[k]) for k in start if not k.startswith(decoder))
     assert any(not torch.equal(start[k], tuned[k]) for k in start if k.startswith("sam_mask_decoder."))
     record = json.loads((tmp_path / "b" / "nano.json").read_text())
-    assert record["decoder_only"] is True and "image" in record["final_100_steps"]
+    assert record["decoder_only"] is True and record["decoder_updates"] == 2 and "image" in record["final_100_steps"]
 
     def held_loss(state: dict) -> float:
         model = build_sam2(load_config("nano", 128), stability=False).train()
@@ -279,3 +279,5 @@ def test_the_decoder_stage_trains_only_the_decoder_and_lowers_its_loss(tmp_path)
     assert after < before, f"decoder-stage loss on held clips went {before:.3f} -> {after:.3f}"
     with pytest.raises(SystemExit):
         train.parse_args(["--out", "x", "--decoder-only", "--image-weight", "1"])  # no --init
+    with pytest.raises(SystemExit):
+        train.parse_args(["--out", "x", "--decoder-updates", "2"])  # not a decoder stage

@@ -27,7 +27,7 @@ from streamtrack.model import build_sam2
 from streamtrack.preprocess import normalize
 from streamtrack.progress import Progress
 from streamtrack.training.clips import first_frame_prompt, sample_clip
-from streamtrack.training.decoder_stage import decoder_stage_loss, trainable
+from streamtrack.training.decoder_stage import decoder_loss, record_frames, trainable
 from streamtrack.training.probes import MemoryProbes
 from streamtrack.training.unroll import ClipPlan, unroll
 
@@ -70,6 +70,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "memory-conditioned features and on memory-free box and click prompts weighted by "
                          "--image-weight, with the rest of --init's model fixed (streamtrack/training/"
                          "decoder_stage.py); needs --init and an --image-weight above 0")
+    ap.add_argument("--decoder-updates", type=int, default=1, metavar="K",
+                    help="with --decoder-only, optimiser updates per unroll: each reuses the unroll's features "
+                         "with fresh prompts, as the unroll costs most of a step (default: 1)")
     ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: 1e-3)")
     ap.add_argument("--warmup", type=int, default=100, help="linear warm-up steps (default: 100)")
     ap.add_argument("--seed", type=int, default=0)
@@ -94,6 +97,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error(f"--absent-score-weight must be at least 0, got {args.absent_score_weight}")
     if not args.image_weight >= 0:
         ap.error(f"--image-weight must be at least 0, got {args.image_weight}")
+    if args.decoder_updates < 1 or (args.decoder_updates > 1 and not args.decoder_only):
+        ap.error("--decoder-updates must be at least 1, and above 1 only with --decoder-only")
     if args.decoder_only and (args.init is None or not args.image_weight > 0):
         ap.error("--decoder-only needs --init (the model to fine-tune) and an --image-weight above 0")
     if args.prompt_lag < 0:
@@ -197,6 +202,12 @@ def main(argv: list[str] | None = None) -> int:
         args.steps = replans[max(past)]  # a replayed run resumed after one of its re-plans
     started = time.monotonic()
 
+    def update(loss: torch.Tensor) -> None:
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+
     def save() -> None:
         tmp = last.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "steps": args.steps,
@@ -226,15 +237,14 @@ def main(argv: list[str] | None = None) -> int:
             for g in opt.param_groups:
                 g["lr"] = learning_rate(step, args)
             if args.decoder_only:
-                loss, parts = decoder_stage_loss(model, images, masks, row_clip, plan, rng, args.absent_score_weight,
-                                                 args.image_weight)
+                frames = record_frames(model, images, masks, row_clip, plan, rng)
+                for _ in range(args.decoder_updates):
+                    loss, parts = decoder_loss(model, frames, masks, rng, args.absent_score_weight, args.image_weight)
+                    update(loss)
             else:
                 loss, parts = unroll(model, images, masks, row_clip, plan, rng, probes, args.absent_score_weight,
                                      args.image_weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
+                update(loss)
             if step < args.warmup:
                 step_times.append(time.monotonic() - tick)
             else:
@@ -271,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python tools/train_nano.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "config": cfg.name, "init": None if args.init is None else str(args.init), "seed": args.seed,
         "steps": args.steps, "batch": args.batch, "frames": args.frames, "objects": args.objects,
-        "replans": {str(k): v for k, v in sorted(replans.items())}, "gap_share": args.gap_share, "prompt_lag": args.prompt_lag, "lag_share": args.lag_share, "image_weight": args.image_weight, "decoder_only": args.decoder_only, "absent_score_weight": args.absent_score_weight, "budget_minutes": args.minutes, "lr": args.lr, "probes": probes is not None, "threads": args.threads, "train_minutes": round(total / 60, 1),
+        "replans": {str(k): v for k, v in sorted(replans.items())}, "gap_share": args.gap_share, "prompt_lag": args.prompt_lag, "lag_share": args.lag_share, "image_weight": args.image_weight, "decoder_only": args.decoder_only, "decoder_updates": args.decoder_updates, "absent_score_weight": args.absent_score_weight, "budget_minutes": args.minutes, "lr": args.lr, "probes": probes is not None, "threads": args.threads, "train_minutes": round(total / 60, 1),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
         "first_100_steps_loss": round(float(np.mean([h["loss"] for h in history[:100]])), 4),
         "final_100_steps": {k: round(float(np.mean([h[k] for h in tail if k in h])), 4) for k in ("loss",) + LOGGED if any(k in h for h in tail)},

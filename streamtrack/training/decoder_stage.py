@@ -30,20 +30,25 @@ def trainable(model: SAM2) -> list[torch.nn.Parameter]:
     return params
 
 
-def decoder_stage_loss(model: SAM2, images: torch.Tensor, masks: torch.Tensor, row_clip: torch.Tensor,
-                       plan: ClipPlan, rng: np.random.Generator, absent_weight: float = 1.0,
-                       prompt_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
-    """Loss of the decoder on a batch laid out as for :func:`unroll.unroll` (``images: float[C, T, 3, S, S]``,
-    ``masks: float[R, T, S, S]``, ``row_clip: int[R]``): the mean frame loss of the tracked frames'
-    decodes plus ``prompt_weight`` times that of the prompted decodes. Parts: "track" (mask term
-    of tracked frames), "iou", "score" (tracked frames) and "image" (mask term of prompted decodes).
-    """
+def record_frames(model: SAM2, images: torch.Tensor, masks: torch.Tensor, row_clip: torch.Tensor, plan: ClipPlan,
+                  rng: np.random.Generator) -> list[FrameRecord]:
+    """Each frame's decoder inputs from the tracking unroll of a batch laid out as for
+    :func:`unroll.unroll` (``images: float[C, T, 3, S, S]``, ``masks: float[R, T, S, S]``,
+    ``row_clip: int[R]``), computed without gradient."""
     frames: list[FrameRecord] = []
     with torch.no_grad():
         unroll(model, images, masks, row_clip, plan, rng, record=frames)
+    return frames
+
+
+def decoder_loss(model: SAM2, frames: list[FrameRecord], masks: torch.Tensor, rng: np.random.Generator,
+                 absent_weight: float = 1.0, prompt_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """The mean frame loss of the tracked frames' decodes plus ``prompt_weight`` times that of the
+    prompted decodes (prompts drawn from ``rng``). Parts: "track" (mask term of tracked frames),
+    "iou", "score" (tracked frames) and "image" (mask term of prompted decodes)."""
     tracked = [f for f in frames if f.conditioned is not None]
     parts: dict[str, float] = {}
-    total = images.new_zeros(())
+    total = masks.new_zeros(())
     if tracked:
         pix = torch.cat([f.conditioned for f in tracked])
         high_res = tuple(torch.cat([f.high_res[i] for f in tracked]) for i in range(2))
@@ -58,3 +63,11 @@ def decoder_stage_loss(model: SAM2, images: torch.Tensor, masks: torch.Tensor, r
         total = total + prompt_weight * torch.stack([loss for loss, _ in prompted]).mean()
         parts["image"] = float(np.mean([p["mask"] for _, p in prompted]))
     return total, parts
+
+
+def decoder_stage_loss(model: SAM2, images: torch.Tensor, masks: torch.Tensor, row_clip: torch.Tensor,
+                       plan: ClipPlan, rng: np.random.Generator, absent_weight: float = 1.0,
+                       prompt_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """:func:`decoder_loss` of one batch's :func:`record_frames`."""
+    frames = record_frames(model, images, masks, row_clip, plan, rng)
+    return decoder_loss(model, frames, masks, rng, absent_weight, prompt_weight)
