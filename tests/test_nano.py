@@ -252,7 +252,7 @@ def test_nano_tracks_the_held_out_benchmark():
 def test_the_decoder_stage_trains_only_the_decoder_and_lowers_its_loss(tmp_path):
     """--decoder-only fine-tunes the prompt encoder and mask decoder of --init's model (here with
     two updates per unroll) and leaves every other weight as it was; its loss on held clips falls."""
-    from streamtrack.training.decoder_stage import decoder_stage_loss
+    from streamtrack.training.decoder_stage import decoder_loss, record_frames
 
     torch.set_num_threads(1)
     train = train_module()
@@ -273,7 +273,7 @@ def test_the_decoder_stage_trains_only_the_decoder_and_lowers_its_loss(tmp_path)
         rng = np.random.default_rng(123)
         images, masks, row_clip, plan = train.make_batch(rng, 128, 2, 3, 2)
         with torch.no_grad():
-            return float(decoder_stage_loss(model, images, masks, row_clip, plan, rng)[0])
+            return float(decoder_loss(model, record_frames(model, images, masks, row_clip, plan, rng), masks, rng)[0])
 
     before, after = held_loss(start), held_loss(tuned)
     assert after < before, f"decoder-stage loss on held clips went {before:.3f} -> {after:.3f}"

@@ -2,12 +2,13 @@
 
 Trained with the rest of the model, the nano decoder learns to decode tracked frames and
 answers a box or a click with one salient-object guess, wherever the prompt is
-(docs/nano-model.md, "Prompts are ignored"). With the image encoder, memory attention and
-memory encoder fixed, it learns to follow prompts within a few hundred steps. This stage keeps
-those parts fixed, runs the tracker's unroll without gradient to get each frame's features, and
-trains the decoder on two things at once: the tracked frames' memory-conditioned features
-(as in :func:`unroll.unroll`), so that tracking is kept, and memory-free decodes of every
-visible object on every frame from a box or clicks (:func:`unroll.prompted_loss`).
+(docs/nano-model.md, "Prompts are ignored"). Trained on prompts alone, with the rest of the model
+fixed, it learns to follow a box within a few hundred steps, but then it no longer tracks. This
+stage keeps the image encoder, memory attention and memory encoder fixed, runs the tracker's
+unroll without gradient to get each frame's features, and trains the decoder on both at once:
+the tracked frames' memory-conditioned features (as in :func:`unroll.unroll`) and memory-free
+decodes of every visible object on every frame from a box or clicks
+(:func:`unroll.prompted_loss`). docs/nano-model.md has what its runs gave.
 """
 
 from __future__ import annotations
@@ -64,10 +65,3 @@ def decoder_loss(model: SAM2, frames: list[FrameRecord], masks: torch.Tensor, rn
         parts["image"] = float(np.mean([p["mask"] for _, p in prompted]))
     return total, parts
 
-
-def decoder_stage_loss(model: SAM2, images: torch.Tensor, masks: torch.Tensor, row_clip: torch.Tensor,
-                       plan: ClipPlan, rng: np.random.Generator, absent_weight: float = 1.0,
-                       prompt_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
-    """:func:`decoder_loss` of one batch's :func:`record_frames`."""
-    frames = record_frames(model, images, masks, row_clip, plan, rng)
-    return decoder_loss(model, frames, masks, rng, absent_weight, prompt_weight)

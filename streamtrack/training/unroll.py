@@ -174,7 +174,7 @@ def unroll(model: SAM2, images: torch.Tensor, masks: torch.Tensor, row_clip: tor
 
 
 def prompted_loss(model: SAM2, raw: torch.Tensor, frame_hr: tuple[torch.Tensor, torch.Tensor], target: torch.Tensor,
-                   rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]] | None:
+                  rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]] | None:
     """:func:`frame_loss` of the visible objects of one frame, each segmented without memory from
     a box or 1-3 clicks sampled from ``target: float[B, 1, S, S]``; None when none is visible."""
     rows = torch.nonzero(target.flatten(1).amax(1) > 0).flatten()
@@ -197,7 +197,7 @@ def _memory_free_decode(model: SAM2, raw: torch.Tensor, frame_hr: tuple[torch.Te
 
 
 def decode_loss(out: DecoderOutput, target: torch.Tensor, absent_weight: float = 1.0
-                 ) -> tuple[torch.Tensor, dict[str, float]]:
+                ) -> tuple[torch.Tensor, dict[str, float]]:
     """:func:`frame_loss` of a decode, its logits upsampled to ``target: float[B, 1, S, S]``."""
     s = target.shape[-1]
     logits = F.interpolate(out.low_res_logits, size=(s, s), mode="bilinear", align_corners=False)
