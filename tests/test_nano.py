@@ -194,7 +194,7 @@ def test_the_image_loss_adds_memory_free_prompted_decodes():
     feats = model.encode_image(images[0, :1])
     empty = torch.zeros(2, 1, 128, 128)
     assert prompted_loss(model, feats.embed.expand(2, -1, -1, -1), tuple(x.expand(2, -1, -1, -1) for x in feats.high_res),
-                          empty, np.random.default_rng(0)) is None
+                         empty, np.random.default_rng(0)) is None
 
 
 def test_memory_readouts_train_the_memory_path():
