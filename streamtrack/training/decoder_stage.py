@@ -64,4 +64,3 @@ def decoder_loss(model: SAM2, frames: list[FrameRecord], masks: torch.Tensor, rn
         total = total + prompt_weight * torch.stack([loss for loss, _ in prompted]).mean()
         parts["image"] = float(np.mean([p["mask"] for _, p in prompted]))
     return total, parts
-
