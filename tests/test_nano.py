@@ -57,7 +57,7 @@ def test_training_lowers_the_loss(tmp_path):
     before, after = batch_loss(initial), batch_loss(trained)
     assert after < 0.8 * before, f"loss on held clips went {before:.3f} -> {after:.3f}"
     record = json.loads((tmp_path / "nano.json").read_text())
-    assert record["steps"] == 25 and record["seed"] == 0 and "final_100_steps" in record
+    assert record["steps"] == 25 and record["seed"] == 0 and record["image_size"] == 128 and "final_100_steps" in record
 
 
 def test_training_is_deterministic_and_resumes_exactly(tmp_path):

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job, on built-in defaults: set up an environment, run the live pipeline on the
-# built-in synthetic source (moving, occluding textured objects, prompted from their true
-# boxes) with the nano model that ships with streamtrack, and watch it with a subscriber that
+# built-in synthetic source (moving, occluding textured objects, prompted with their true
+# masks) with the nano model that ships with streamtrack, and watch it with a subscriber that
 # prints latency percentiles and writes an overlay video to out/demo/overlay.mp4.
 #
 # The nano model was trained only on synthetic video (tools/train_nano.py). For real scenes,

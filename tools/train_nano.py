@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     tail = history[-100:]
     record = {
         "command": "python tools/train_nano.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "config": cfg.name, "init": None if args.init is None else str(args.init), "seed": args.seed,
+        "config": cfg.name, "image_size": cfg.image_size, "init": None if args.init is None else str(args.init), "seed": args.seed,
         "steps": args.steps, "batch": args.batch, "frames": args.frames, "objects": args.objects,
         "replans": {str(k): v for k, v in sorted(replans.items())}, "gap_share": args.gap_share, "prompt_lag": args.prompt_lag, "lag_share": args.lag_share, "image_weight": args.image_weight, "decoder_only": args.decoder_only, "decoder_updates": args.decoder_updates, "absent_score_weight": args.absent_score_weight, "budget_minutes": args.minutes, "lr": args.lr, "probes": probes is not None, "threads": args.threads, "train_minutes": round(total / 60, 1),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
