@@ -6,8 +6,9 @@ One generator serves the live synthetic source, training (``tools/train_nano.py`
 held-out benchmark (``tools/eval_vos.py``). A scene is a pure function of (config, seed): frame i
 shows time ``i / fps`` and can be rendered in any order.
 
-Seeds: training draws scenes from ``TRAIN_SEEDS``; the benchmark uses ``BENCHMARK_SEEDS``. The two
-ranges never overlap (a test checks it).
+Seeds: training draws scenes from ``TRAIN_SEEDS``; the benchmark uses ``BENCHMARK_SEEDS``;
+``VALIDATION_SEEDS`` give clips like the benchmark's for choosing settings (``tools/calibrate_score.py``),
+so that the benchmark stays unseen. The three ranges never overlap (a test checks it).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 
 TRAIN_SEEDS = range(0, 1_000_000)
 BENCHMARK_SEEDS = range(9_000_000, 9_000_000 + 64)
+VALIDATION_SEEDS = range(8_000_000, 8_000_000 + 64)
 BENCHMARK_FRAMES = 48
 """Default length of a benchmark clip."""
 
@@ -288,21 +290,23 @@ def frame_categories(scene: Scene, visible: Sequence[Mapping[int, np.ndarray]]) 
     return out
 
 
-def benchmark_scene(index: int) -> Scene:
-    """The scene of the benchmark's clip ``index`` (0-based, in :func:`benchmark_clips` order)."""
-    return Scene(benchmark_config(), BENCHMARK_SEEDS[index])
+def benchmark_scene(index: int, seeds: Sequence[int] = BENCHMARK_SEEDS) -> Scene:
+    """The scene of the benchmark's clip ``index`` (0-based, in :func:`benchmark_clips` order);
+    ``seeds=VALIDATION_SEEDS`` gives the validation clips instead."""
+    return Scene(benchmark_config(), seeds[index])
 
 
-def benchmark_clips(count: int | None = None, frames: int | None = None
+def benchmark_clips(count: int | None = None, frames: int | None = None, seeds: Sequence[int] = BENCHMARK_SEEDS
                     ) -> Iterator[tuple[str, list[np.ndarray], list[dict[int, np.ndarray]]]]:
     """The held-out benchmark: ``(name, rgb frames, ground-truth masks)`` per clip, ``count`` clips
-    (all 64 by default) of ``frames`` frames (BENCHMARK_FRAMES by default), from fixed seeds."""
-    n = len(BENCHMARK_SEEDS) if count is None else count
-    if not 1 <= n <= len(BENCHMARK_SEEDS):
-        raise ValueError(f"the benchmark has 1..{len(BENCHMARK_SEEDS)} clips, asked for {n}")
+    (all 64 by default) of ``frames`` frames (BENCHMARK_FRAMES by default), from fixed seeds
+    (``seeds=VALIDATION_SEEDS`` for the validation clips)."""
+    n = len(seeds) if count is None else count
+    if not 1 <= n <= len(seeds):
+        raise ValueError(f"the benchmark has 1..{len(seeds)} clips, asked for {n}")
     length = BENCHMARK_FRAMES if frames is None else frames
     for index in range(n):
-        scene = benchmark_scene(index)
+        scene = benchmark_scene(index, seeds)
         rendered = [scene.render(i) for i in range(length)]
         yield f"synthetic-{scene.seed}", [r[0] for r in rendered], [r[1] for r in rendered]
 

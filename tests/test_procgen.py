@@ -12,6 +12,7 @@ from streamtrack.procgen import (
     BENCHMARK_SEEDS,
     CATEGORIES,
     TRAIN_SEEDS,
+    VALIDATION_SEEDS,
     Scene,
     SceneConfig,
     benchmark_clips,
@@ -25,6 +26,13 @@ from streamtrack.training.clips import clip_times, sample_clip
 def test_benchmark_seeds_never_appear_in_training():
     assert not set(BENCHMARK_SEEDS) & set(range(TRAIN_SEEDS.start, TRAIN_SEEDS.stop))
     assert len(BENCHMARK_SEEDS) >= 30
+
+
+def test_validation_seeds_are_neither_training_nor_benchmark_seeds():
+    assert not set(VALIDATION_SEEDS) & (set(TRAIN_SEEDS) | set(BENCHMARK_SEEDS))
+    assert len(VALIDATION_SEEDS) >= 30
+    (name, _, _), = benchmark_clips(count=1, frames=2, seeds=VALIDATION_SEEDS)
+    assert name == f"synthetic-{VALIDATION_SEEDS[0]}" == f"synthetic-{benchmark_scene(0, VALIDATION_SEEDS).seed}"
 
 
 def test_training_clips_draw_only_training_seeds(monkeypatch):

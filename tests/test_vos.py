@@ -440,7 +440,8 @@ def test_cli_synthetic_benchmark_reports_scores_by_condition(tmp_path, capsys):
     assert _eval_vos_module().main(["--clips", "2", "--frames", "24", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     report = json.loads(out.read_text())
-    assert report["config"] == "nano" and report["source"] == {"kind": "synthetic"}
+    assert report["config"] == "nano" and report["source"] == {"kind": "synthetic", "split": "benchmark"}
+    assert [c["name"] for c in report["clips"]] == ["synthetic-9000000", "synthetic-9000001"]
     cats = report["by_category"]
     assert cats and set(cats) <= {"clear", "occluded", "absent", "reappeared"}
     assert sum(v["object_frames"] for v in cats.values()) == 2 * 2 * 23  # 2 clips x 2 objects x unprompted frames
@@ -454,6 +455,14 @@ def test_cli_synthetic_benchmark_reports_scores_by_condition(tmp_path, capsys):
     assert "by frames since the object's prompt" in printed
 
 
+def test_cli_validation_split_scores_other_clips_than_the_benchmark(tmp_path):
+    out = tmp_path / "vos.json"
+    assert _eval_vos_module().main(["--split", "validation", "--clips", "1", "--frames", "8", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["source"] == {"kind": "synthetic", "split": "validation"}
+    assert [c["name"] for c in report["clips"]] == ["synthetic-8000000"] and report["by_category"]
+
+
 def test_cli_usage_errors(small_model_files, square_clip, tmp_path, capsys):
     cfg, _ = small_model_files
     main = _eval_vos_module().main
@@ -465,6 +474,7 @@ def test_cli_usage_errors(small_model_files, square_clip, tmp_path, capsys):
          "no such file"),
         (["--config", "no_such_config", "--folder", str(square_clip)], "no config named"),
         (["--config", str(cfg), "--folder", str(square_clip), "--clips", "0"], "--clips must be at least 1"),
+        (["--config", str(cfg), "--folder", str(square_clip), "--split", "validation"], "does not apply to --folder"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv

@@ -3,7 +3,8 @@
 Each object is prompted with its ground-truth mask on the first frame where it appears, then
 tracked; every other annotated frame is scored (see ``streamtrack.vos``). Scores are also
 pooled by how many frames ago each object was prompted, which shows drift. Clips come from the
-held-out synthetic benchmark (default) or a DAVIS-style folder (``--folder``).
+held-out synthetic benchmark (default), from synthetic validation clips for choosing settings
+(``--split validation``), or from a DAVIS-style folder (``--folder``).
 
     python tools/eval_vos.py --config nano --clips 8 --json out.json
     python tools/eval_vos.py --config sam2.1_hiera_t --checkpoint sam2.1_hiera_tiny.pt \\
@@ -69,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the held-out synthetic benchmark)")
     p.add_argument("--sequences", metavar="A,B|FILE",
                    help="with --folder: only these sequences (comma-separated, or a text file with one per line)")
+    p.add_argument("--split", choices=("benchmark", "validation"), default="benchmark",
+                   help="synthetic clips: the held-out benchmark (seeds 9,000,000+), or validation clips like it "
+                        "(seeds 8,000,000+) for choosing settings without looking at the benchmark "
+                        "(default %(default)s)")
     p.add_argument("--clips", type=int, default=None, metavar="N", help="evaluate only the first N clips")
     p.add_argument("--frames", type=int, default=None, metavar="N", help="use only the first N frames of each clip")
     p.add_argument("--prompt", choices=("mask", "box", "point"), default="mask",
@@ -109,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--{opt} must be at least 1, got {value}")
     if args.sequences and not args.folder:
         raise UsageError("--sequences needs --folder")
+    if args.folder and args.split != "benchmark":
+        raise UsageError("--split chooses synthetic clips; it does not apply to --folder")
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.config, args.image_size)  # fail fast on a bad config or size
@@ -173,7 +180,8 @@ def run(args: argparse.Namespace) -> int:
             "image_size": int(model.image_size),
             "device": str(args.device),
             "prompt": args.prompt,
-            "source": {"kind": "folder", "path": str(args.folder)} if args.folder else {"kind": "synthetic"},
+            "source": ({"kind": "folder", "path": str(args.folder)} if args.folder
+                       else {"kind": "synthetic", "split": args.split}),
             "clips": rows,
             "summary": summary,
             "by_category": by_category,
@@ -251,12 +259,12 @@ def _synthetic_clips(args: argparse.Namespace) -> tuple[Iterator[Clip], int | No
     except (ImportError, AttributeError) as e:
         raise UsageError(f"the synthetic benchmark is not available ({e}); use --folder") from None
     count = args.clips
-    seeds = getattr(procgen, "BENCHMARK_SEEDS", None)
-    n_clips = count if count is not None else (len(seeds) if seeds is not None else None)
+    seeds = procgen.VALIDATION_SEEDS if args.split == "validation" else procgen.BENCHMARK_SEEDS
+    n_clips = count if count is not None else len(seeds)
     n_frames = args.frames if args.frames is not None else getattr(procgen, "BENCHMARK_FRAMES", None)
     total = n_clips * n_frames if n_clips is not None and n_frames is not None else None
     try:
-        source = benchmark_clips(count, args.frames)
+        source = benchmark_clips(count, args.frames, seeds)
         first = next(source, None)  # surfaces argument errors before any model work
     except ValueError as e:
         raise UsageError(f"synthetic benchmark: {e}") from None
@@ -265,7 +273,7 @@ def _synthetic_clips(args: argparse.Namespace) -> tuple[Iterator[Clip], int | No
         item, index = first, 0
         while item is not None:
             name, frames, gts = item
-            cats = procgen.frame_categories(procgen.benchmark_scene(index), gts)
+            cats = procgen.frame_categories(procgen.benchmark_scene(index, seeds), gts)
             yield Clip(name, frames, gts, len(frames), cats)
             item, index = next(source, None), index + 1
 
