@@ -7,7 +7,7 @@ held-out benchmark (``tools/eval_vos.py``). A scene is a pure function of (confi
 shows time ``i / fps`` and can be rendered in any order.
 
 Seeds: training draws scenes from ``TRAIN_SEEDS``; the benchmark uses ``BENCHMARK_SEEDS``;
-``VALIDATION_SEEDS`` give clips like the benchmark's for choosing settings (``tools/calibrate_score.py``),
+``VALIDATION_SEEDS`` give clips like the benchmark's for choosing settings (``eval_vos --split validation``),
 so that the benchmark stays unseen. The three ranges never overlap (a test checks it).
 """
 
