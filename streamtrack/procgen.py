@@ -303,7 +303,7 @@ def benchmark_clips(count: int | None = None, frames: int | None = None, seeds: 
     (``seeds=VALIDATION_SEEDS`` for the validation clips)."""
     n = len(seeds) if count is None else count
     if not 1 <= n <= len(seeds):
-        raise ValueError(f"the benchmark has 1..{len(seeds)} clips, asked for {n}")
+        raise ValueError(f"there are 1..{len(seeds)} clips, asked for {n}")
     length = BENCHMARK_FRAMES if frames is None else frames
     for index in range(n):
         scene = benchmark_scene(index, seeds)

@@ -475,6 +475,7 @@ def test_cli_usage_errors(small_model_files, square_clip, tmp_path, capsys):
         (["--config", "no_such_config", "--folder", str(square_clip)], "no config named"),
         (["--config", str(cfg), "--folder", str(square_clip), "--clips", "0"], "--clips must be at least 1"),
         (["--config", str(cfg), "--folder", str(square_clip), "--split", "validation"], "does not apply to --folder"),
+        (["--split", "validation", "--clips", "65"], "synthetic validation clips: there are 1..64 clips"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv

@@ -267,7 +267,7 @@ def _synthetic_clips(args: argparse.Namespace) -> tuple[Iterator[Clip], int | No
         source = benchmark_clips(count, args.frames, seeds)
         first = next(source, None)  # surfaces argument errors before any model work
     except ValueError as e:
-        raise UsageError(f"synthetic benchmark: {e}") from None
+        raise UsageError(f"synthetic {args.split} clips: {e}") from None
 
     def clips() -> Iterator[Clip]:
         item, index = first, 0
