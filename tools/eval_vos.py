@@ -252,7 +252,7 @@ def _folder_clips(args: argparse.Namespace) -> tuple[Iterator[Clip], int]:
     return clips(), total
 
 
-def _synthetic_clips(args: argparse.Namespace) -> tuple[Iterator[Clip], int | None]:
+def _synthetic_clips(args: argparse.Namespace) -> tuple[Iterator[Clip], int]:
     try:
         from streamtrack import procgen
         benchmark_clips = procgen.benchmark_clips
@@ -261,8 +261,8 @@ def _synthetic_clips(args: argparse.Namespace) -> tuple[Iterator[Clip], int | No
     count = args.clips
     seeds = procgen.VALIDATION_SEEDS if args.split == "validation" else procgen.BENCHMARK_SEEDS
     n_clips = count if count is not None else len(seeds)
-    n_frames = args.frames if args.frames is not None else getattr(procgen, "BENCHMARK_FRAMES", None)
-    total = n_clips * n_frames if n_clips is not None and n_frames is not None else None
+    n_frames = args.frames if args.frames is not None else procgen.BENCHMARK_FRAMES
+    total = n_clips * n_frames
     try:
         source = benchmark_clips(count, args.frames, seeds)
         first = next(source, None)  # surfaces argument errors before any model work
