@@ -173,49 +173,6 @@ def test_a_lag_share_leaves_some_steps_unlagged():
         train_module().parse_args(["--out", "x", "--lag-share", "1.5"])
 
 
-def test_a_burn_in_tracks_its_first_frames_without_gradient_or_loss():
-    """--burn-in: the batch grows by the burn-in's frames, corrections fall after them, and the
-    unroll scores and records only frame 0 and the frames after them. A burnt-in frame's image
-    gets no gradient, but the memory it writes changes the scored frames' loss."""
-    from streamtrack.training.unroll import FrameRecord
-
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    make_batch = train_module().make_batch
-    model = build_sam2(load_config("nano", 128), stability=False).eval()
-    images, masks, row_clip, plan = make_batch(np.random.default_rng(3), 128, 1, 3, 2, burn_in=4, burn_share=1.0)
-    burn = plan.burn_in
-    assert 1 <= burn <= 4 and images.shape[1] == masks.shape[1] == 3 + burn and plan.times == tuple(range(3 + burn))
-    assert all(f > burn for f in plan.corrections)
-    plan = dataclasses.replace(plan, corrections=frozenset())
-    images.requires_grad_(True)
-    record: list[FrameRecord] = []
-    loss, _ = unroll(model, images, masks, row_clip, plan, np.random.default_rng(1), record=record)
-    loss.backward()
-    assert [r.t for r in record] == [0, burn + 1, burn + 2]
-    grad = images.grad.abs().flatten(2).sum(2)[0]
-    assert (grad[1:burn + 1] == 0).all() and (grad[[0, burn + 1, burn + 2]] > 0).all()
-    with torch.no_grad():
-        other = images.detach().clone()
-        same, _ = unroll(model, other, masks, row_clip, plan, np.random.default_rng(1))
-        other[:, 1:burn + 1] = other[:, 1:burn + 1].flip(-1)
-        changed, _ = unroll(model, other, masks, row_clip, plan, np.random.default_rng(1))
-    assert same.item() == loss.item() and abs(changed.item() - loss.item()) > 1e-6
-    with pytest.raises(ValueError, match="burn_in"):
-        unroll(model, images, masks, row_clip, dataclasses.replace(plan, burn_in=burn + 2), np.random.default_rng(1))
-    # Off, nothing is drawn: the batches of runs from before the option, draw for draw.
-    for s in range(2):
-        old = make_batch(np.random.default_rng(s), 64, 1, 3, 1)
-        new = make_batch(np.random.default_rng(s), 64, 1, 3, 1, burn_in=0, burn_share=1.0)
-        assert (old[3].first, old[3].corrections, new[3].burn_in) == (new[3].first, new[3].corrections, 0)
-        assert torch.equal(old[0], new[0])
-    shares = [make_batch(np.random.default_rng(s), 64, 1, 2, 1, burn_in=8, burn_share=0.5)[3].burn_in for s in range(12)]
-    assert 2 <= sum(b > 0 for b in shares) <= 10
-    for bad in (["--burn-in", "-1"], ["--burn-share", "2"], ["--burn-in", "5", "--prompt-lag", "3"]):
-        with pytest.raises(SystemExit):
-            train_module().parse_args(["--out", "x", *bad])
-
-
 def test_the_image_loss_adds_memory_free_prompted_decodes():
     """--image-weight adds its weight times a loss of its own, leaves the tracking terms as they
     were, and skips frames where no object is visible."""

@@ -56,13 +56,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="share of steps that draw a --prompt-lag; the rest track from the prompt on, so the "
                          "frames just after a prompt stay trained (default: 1, every step; a lag on every "
                          "step cost frames 1-7 much of their accuracy, docs/nano-model.md)")
-    ap.add_argument("--burn-in", type=int, default=0, metavar="MAX",
-                    help="per step with probability --burn-share, track 1..MAX frames (uniformly) after the "
-                         "prompted frame 0 without gradient or loss before the --frames - 1 scored ones, so that "
-                         "the model learns to go on from its own memories deep into a stream, drift included "
-                         "(default: 0, off; 24 was tried, docs/nano-model.md)")
-    ap.add_argument("--burn-share", type=float, default=0.5, metavar="P",
-                    help="share of steps that draw a --burn-in (default: 0.5)")
     ap.add_argument("--init", type=Path, default=None,
                     help="start from these weights (an earlier stage's nano.pt, or its last.pt, which also "
                          "holds the read-outs' weights) instead of random ones")
@@ -112,10 +105,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error(f"--prompt-lag must be at least 0, got {args.prompt_lag}")
     if not 0.0 <= args.lag_share <= 1.0:
         ap.error(f"--lag-share must be between 0 and 1, got {args.lag_share}")
-    if args.burn_in < 0 or not 0.0 <= args.burn_share <= 1.0:
-        ap.error(f"--burn-in must be at least 0 and --burn-share between 0 and 1, got {args.burn_in} and {args.burn_share}")
-    if args.burn_in and (args.prompt_lag or args.decoder_only):
-        ap.error("--burn-in does not combine with --prompt-lag or --decoder-only")
     if not 0.0 <= args.gap_share <= 1.0:
         ap.error(f"--gap-share must be between 0 and 1, got {args.gap_share}")
     return args
@@ -153,18 +142,14 @@ def steps_in_budget(step: int, elapsed: float, step_seconds: float, minutes: flo
 
 
 def make_batch(rng: np.random.Generator, size: int, batch: int, frames: int, objects: int, gap_share: float = 0.0,
-               prompt_lag: int = 0, lag_share: float = 1.0, burn_in: int = 0, burn_share: float = 0.5
+               prompt_lag: int = 0, lag_share: float = 1.0
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, ClipPlan]:
     """float[C, T, 3, S, S] normalised images, float[R, T, S, S] masks of the R objects, int[R]
     clip of each object, and how they are prompted. The clips of a batch share one lag: with
     probability ``lag_share`` drawn from 0..``prompt_lag``, else 0. The coin is drawn only when
-    ``lag_share`` < 1 and the lag only when ``prompt_lag`` > 0, so earlier runs replay. They also
-    share one burn-in (:attr:`ClipPlan.burn_in`): with probability ``burn_share`` drawn from
-    1..``burn_in``, else 0, and then T is ``frames`` plus it; nothing is drawn when ``burn_in`` is 0."""
+    ``lag_share`` < 1 and the lag only when ``prompt_lag`` > 0, so earlier runs replay."""
     lagged = prompt_lag > 0 and (lag_share >= 1.0 or rng.random() < lag_share)
     lag = int(rng.integers(0, prompt_lag + 1)) if lagged else 0
-    burn = int(rng.integers(1, burn_in + 1)) if burn_in > 0 and rng.random() < burn_share else 0
-    frames += burn
     clips = [sample_clip(rng, size, frames, objects, gap_share, lag) for _ in range(batch)]
     images = torch.from_numpy(np.stack([c.images for c in clips])).permute(0, 1, 4, 2, 3).float().div(255)
     images = normalize(images.flatten(0, 1)).view(batch, frames, 3, size, size)
@@ -173,8 +158,8 @@ def make_batch(rng: np.random.Generator, size: int, batch: int, frames: int, obj
     first = ("mask", "box", "points")[int(rng.choice(3, p=[0.3, 0.35, 0.35]))]
     rows = [m for c in clips for m in c.masks]
     prompts = [first_frame_prompt(rng, m[0], first) for m in rows] if first != "mask" else []
-    corrections = frozenset(int(f) for f in rng.choice(np.arange(burn + 1, frames), size=int(rng.integers(0, 2)), replace=False))
-    return images, masks, row_clip, ClipPlan(first, prompts, corrections, clips[0].times, burn)
+    corrections = frozenset(int(f) for f in rng.choice(np.arange(1, frames), size=int(rng.integers(0, 2)), replace=False))
+    return images, masks, row_clip, ClipPlan(first, prompts, corrections, clips[0].times)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -248,8 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             tick = time.monotonic()
             rng = np.random.default_rng((args.seed, step))
             images, masks, row_clip, plan = make_batch(rng, cfg.image_size, args.batch, args.frames, args.objects,
-                                                        args.gap_share, args.prompt_lag, args.lag_share,
-                                                        args.burn_in, args.burn_share)
+                                                        args.gap_share, args.prompt_lag, args.lag_share)
             for g in opt.param_groups:
                 g["lr"] = learning_rate(step, args)
             if args.decoder_only:
@@ -297,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python tools/train_nano.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "config": cfg.name, "image_size": cfg.image_size, "init": None if args.init is None else str(args.init), "seed": args.seed,
         "steps": args.steps, "batch": args.batch, "frames": args.frames, "objects": args.objects,
-        "replans": {str(k): v for k, v in sorted(replans.items())}, "gap_share": args.gap_share, "prompt_lag": args.prompt_lag, "lag_share": args.lag_share, "burn_in": args.burn_in, "burn_share": args.burn_share, "image_weight": args.image_weight, "decoder_only": args.decoder_only, "decoder_updates": args.decoder_updates, "absent_score_weight": args.absent_score_weight, "budget_minutes": args.minutes, "lr": args.lr, "probes": probes is not None, "threads": args.threads, "train_minutes": round(total / 60, 1),
+        "replans": {str(k): v for k, v in sorted(replans.items())}, "gap_share": args.gap_share, "prompt_lag": args.prompt_lag, "lag_share": args.lag_share, "image_weight": args.image_weight, "decoder_only": args.decoder_only, "decoder_updates": args.decoder_updates, "absent_score_weight": args.absent_score_weight, "budget_minutes": args.minutes, "lr": args.lr, "probes": probes is not None, "threads": args.threads, "train_minutes": round(total / 60, 1),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
         "first_100_steps_loss": round(float(np.mean([h["loss"] for h in history[:100]])), 4),
         "final_100_steps": {k: round(float(np.mean([h[k] for h in tail if k in h])), 4) for k in ("loss",) + LOGGED if any(k in h for h in tail)},

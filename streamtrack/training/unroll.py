@@ -47,10 +47,6 @@ class ClipPlan:
     times: tuple[int, ...] | None = None
     """Each frame's index in its scene counted from frame 0 (``clips.clip_times``), which sets
     memory slots and pointer ages; None: consecutive frames."""
-    burn_in: int = 0
-    """Frames 1..burn_in are tracked without gradient or loss, writing the model's own masks into
-    memory, so that the scored frames after them start from the state a tracker is in that deep into
-    a stream: its prompt's memory stale or dropped, its recent memories its own, drift included."""
 
 
 @dataclass(frozen=True)
@@ -92,30 +88,19 @@ def unroll(model: SAM2, images: torch.Tensor, masks: torch.Tensor, row_clip: tor
     sampled from its true mask, without memory (as the image predictor does), and that mean
     frame loss is added with this weight: it trains the image encoder and decoder on many more
     prompts than the one per clip (drawn from ``rng``, so only when on). ``record``, when given,
-    receives each frame's decoder inputs (:class:`FrameRecord`). Frames 1..``plan.burn_in`` are
-    tracked without gradient, loss or record (:attr:`ClipPlan.burn_in`).
+    receives each frame's decoder inputs (:class:`FrameRecord`).
     """
     n_clips, t_len = images.shape[:2]
     times = plan.times or tuple(range(t_len))
     if len(times) != t_len or times[0] != 0 or any(later <= sooner for sooner, later in zip(times, times[1:])):
         raise ValueError(f"plan.times must rise from 0 with one time per frame ({t_len}), got {times}")
-    burn = plan.burn_in
-    if not 0 <= burn <= t_len - 2:
-        raise ValueError(f"plan.burn_in must leave frame 0 and at least one frame after it scored, got {burn} of {t_len}")
     b = masks.shape[0]
     dev = images.device
-    scored = [0] + list(range(burn + 1, t_len))
-    feats = model.encode_image(images[:, scored].flatten(0, 1))
+    feats = model.encode_image(images.flatten(0, 1))
     c, h, w = feats.embed.shape[1:]
-    embed = feats.embed.view(n_clips, len(scored), c, h, w)[row_clip]
+    embed = feats.embed.view(n_clips, t_len, c, h, w)[row_clip]
     embed_pos = feats.embed_pos[:1]
-    hr = [x.view(n_clips, len(scored), *x.shape[1:])[row_clip] for x in feats.high_res]
-    if burn:
-        with torch.no_grad():
-            early = model.encode_image(images[:, 1:burn + 1].flatten(0, 1))
-        embed = torch.cat([embed[:, :1], early.embed.view(n_clips, burn, c, h, w)[row_clip], embed[:, 1:]], 1)
-        hr = [torch.cat([x[:, :1], y.view(n_clips, burn, *y.shape[1:])[row_clip], x[:, 1:]], 1)
-              for x, y in zip(hr, early.high_res)]
+    hr = [x.view(n_clips, t_len, *x.shape[1:])[row_clip] for x in feats.high_res]
     grid_pe = sine_position_encoding(model.cfg.mem_dim, h, w, dev).flatten(1).transpose(0, 1)  # [hw, m]
 
     memories: list[_Memory] = []
@@ -139,13 +124,6 @@ def unroll(model: SAM2, images: torch.Tensor, masks: torch.Tensor, row_clip: tor
         raw = embed[:, t]
         cond = t == 0
         pix = None
-        if 1 <= t <= burn:
-            with torch.no_grad():
-                pix = _condition(model, raw, embed_pos, memories, times[t], grid_pe)
-                chosen = heads.choose(model, _track(model, pix, frame_hr))
-                mem = heads.encode_memory(model, raw, chosen.high_res, chosen.object_score, binarize=False)
-            memories.append(_Memory(times[t], mem.float(), chosen.obj_ptr, False))
-            continue
         if t == 0 and plan.first == "mask":
             # The mask is the answer (as in the tracker); decoding it as a mask input is trained
             # too, since the object pointer comes from that decode.
@@ -160,7 +138,8 @@ def unroll(model: SAM2, images: torch.Tensor, masks: torch.Tensor, row_clip: tor
             pix = _condition(model, raw, embed_pos, memories, times[t], grid_pe)
             if probes is not None:
                 probe_terms["probe_cond"].append(probe_loss(probes.conditioned, pix, target))
-            out = _track(model, pix, frame_hr)
+            no_xy, no_lab = heads.no_points(b, dev)
+            out = model.decode(pix, frame_hr, no_xy, no_lab, None, multimask=model.cfg.multimask_tracking)
             score(out, target, tracking=True)
             chosen = heads.choose(model, out)
             if t in plan.corrections:
@@ -174,7 +153,7 @@ def unroll(model: SAM2, images: torch.Tensor, masks: torch.Tensor, row_clip: tor
             probe_terms["probe_mem"].append(probe_loss(probes.memory, mem.float(), written))
 
     image_terms = [prompted_loss(model, embed[:, t], (hr[0][:, t], hr[1][:, t]), masks[:, t, None], rng)
-                   for t in scored] if image_weight > 0 else []
+                   for t in range(t_len)] if image_weight > 0 else []
     image_terms = [term for term in image_terms if term is not None]
 
     n = max(len(losses), 1)
@@ -205,12 +184,6 @@ def prompted_loss(model: SAM2, raw: torch.Tensor, frame_hr: tuple[torch.Tensor, 
     prompts = [first_frame_prompt(rng, m, kind) for m in target[rows, 0].cpu().numpy() > 0.5]
     out = _memory_free_decode(model, raw[rows], (frame_hr[0][rows], frame_hr[1][rows]), prompts, kind)
     return decode_loss(out, target[rows])
-
-
-def _track(model: SAM2, pix: torch.Tensor, frame_hr: tuple[torch.Tensor, torch.Tensor]) -> DecoderOutput:
-    """A tracked frame's decode of its memory-conditioned features ``pix: float[B, C, h, w]``, no prompt."""
-    no_xy, no_lab = heads.no_points(pix.shape[0], pix.device)
-    return model.decode(pix, frame_hr, no_xy, no_lab, None, multimask=model.cfg.multimask_tracking)
 
 
 def _memory_free_decode(model: SAM2, raw: torch.Tensor, frame_hr: tuple[torch.Tensor, torch.Tensor],
