@@ -173,6 +173,38 @@ def test_a_lag_share_leaves_some_steps_unlagged():
         train_module().parse_args(["--out", "x", "--lag-share", "1.5"])
 
 
+def test_a_mask_share_sets_how_often_clips_start_from_true_masks():
+    """--mask-share P: about P of the steps prompt frame 0 with the true masks, the rest with
+    boxes or clicks."""
+    make_batch = train_module().make_batch
+    kinds = {p: [make_batch(np.random.default_rng(s), 64, 1, 2, 1, mask_share=p)[3].first for s in range(16)]
+             for p in (0.0, 0.3, 1.0)}
+    assert kinds[1.0] == ["mask"] * 16
+    assert "mask" not in kinds[0.0] and {"box", "points"} == set(kinds[0.0])
+    assert 1 <= kinds[0.3].count("mask") <= 10
+    with pytest.raises(SystemExit):
+        train_module().parse_args(["--out", "x", "--mask-share", "-0.1"])
+
+
+def test_a_true_prompt_memory_tracks_as_from_a_mask_and_still_scores_the_box():
+    """ClipPlan.true_memory: a box-prompted clip's tracked frames see the memory a mask prompt
+    gives (so their loss is the mask plan's), while frame 0's box decode is still scored."""
+    torch.manual_seed(0)
+    model = build_sam2(load_config("nano", 128), stability=False).eval()
+    images, masks, row_clip, plan = train_module().make_batch(np.random.default_rng(5), 128, 2, 3, 2, mask_share=0.0)
+    assert plan.first in ("box", "points")
+    plan = dataclasses.replace(plan, corrections=frozenset())
+    runs = {}
+    with torch.no_grad():
+        for name, p in (("mask", dataclasses.replace(plan, first="mask")), ("prompt", plan),
+                        ("true", dataclasses.replace(plan, true_memory=True))):
+            runs[name] = unroll(model, images, masks, row_clip, p, np.random.default_rng(1))
+    assert runs["true"][1]["track"] == runs["mask"][1]["track"]
+    assert runs["prompt"][1]["track"] != runs["mask"][1]["track"]
+    # 3 frames scored, plus the box decode: the mean over 4 frames against 3.
+    assert runs["true"][0].item() != pytest.approx(runs["mask"][0].item(), rel=1e-4)
+
+
 def test_the_image_loss_adds_memory_free_prompted_decodes():
     """--image-weight adds its weight times a loss of its own, leaves the tracking terms as they
     were, and skips frames where no object is visible."""

@@ -12,6 +12,7 @@ from OUT/last.pt when it exists. When done it writes OUT/nano.pt (an official-fo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import platform
@@ -56,6 +57,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="share of steps that draw a --prompt-lag; the rest track from the prompt on, so the "
                          "frames just after a prompt stay trained (default: 1, every step; a lag on every "
                          "step cost frames 1-7 much of their accuracy, docs/nano-model.md)")
+    ap.add_argument("--mask-share", type=float, default=0.3, metavar="P",
+                    help="share of steps whose clips are prompted with the objects' true masks on frame 0; the "
+                         "rest are split evenly between boxes and clicks (default: 0.3)")
+    ap.add_argument("--true-prompt-memory", action="store_true",
+                    help="on steps prompted with boxes or clicks, score frame 0's decode of them but write the "
+                         "objects' true masks into memory, as a mask prompt does, so tracking never learns from a "
+                         "wrong prompt memory (docs/nano-model.md)")
     ap.add_argument("--init", type=Path, default=None,
                     help="start from these weights (an earlier stage's nano.pt, or its last.pt, which also "
                          "holds the read-outs' weights) instead of random ones")
@@ -105,6 +113,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error(f"--prompt-lag must be at least 0, got {args.prompt_lag}")
     if not 0.0 <= args.lag_share <= 1.0:
         ap.error(f"--lag-share must be between 0 and 1, got {args.lag_share}")
+    if not 0.0 <= args.mask_share <= 1.0:
+        ap.error(f"--mask-share must be between 0 and 1, got {args.mask_share}")
     if not 0.0 <= args.gap_share <= 1.0:
         ap.error(f"--gap-share must be between 0 and 1, got {args.gap_share}")
     return args
@@ -142,7 +152,7 @@ def steps_in_budget(step: int, elapsed: float, step_seconds: float, minutes: flo
 
 
 def make_batch(rng: np.random.Generator, size: int, batch: int, frames: int, objects: int, gap_share: float = 0.0,
-               prompt_lag: int = 0, lag_share: float = 1.0
+               prompt_lag: int = 0, lag_share: float = 1.0, mask_share: float = 0.3
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, ClipPlan]:
     """float[C, T, 3, S, S] normalised images, float[R, T, S, S] masks of the R objects, int[R]
     clip of each object, and how they are prompted. The clips of a batch share one lag: with
@@ -155,7 +165,8 @@ def make_batch(rng: np.random.Generator, size: int, batch: int, frames: int, obj
     images = normalize(images.flatten(0, 1)).view(batch, frames, 3, size, size)
     masks = torch.from_numpy(np.concatenate([c.masks for c in clips])).float()
     row_clip = torch.tensor([i for i, c in enumerate(clips) for _ in range(len(c.masks))])
-    first = ("mask", "box", "points")[int(rng.choice(3, p=[0.3, 0.35, 0.35]))]
+    other = (1.0 - mask_share) / 2
+    first = ("mask", "box", "points")[int(rng.choice(3, p=[mask_share, other, other]))]
     rows = [m for c in clips for m in c.masks]
     prompts = [first_frame_prompt(rng, m[0], first) for m in rows] if first != "mask" else []
     corrections = frozenset(int(f) for f in rng.choice(np.arange(1, frames), size=int(rng.integers(0, 2)), replace=False))
@@ -233,7 +244,9 @@ def main(argv: list[str] | None = None) -> int:
             tick = time.monotonic()
             rng = np.random.default_rng((args.seed, step))
             images, masks, row_clip, plan = make_batch(rng, cfg.image_size, args.batch, args.frames, args.objects,
-                                                        args.gap_share, args.prompt_lag, args.lag_share)
+                                                        args.gap_share, args.prompt_lag, args.lag_share,
+                                                        args.mask_share)
+            plan = dataclasses.replace(plan, true_memory=args.true_prompt_memory)
             for g in opt.param_groups:
                 g["lr"] = learning_rate(step, args)
             if args.decoder_only:
@@ -281,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python tools/train_nano.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "config": cfg.name, "image_size": cfg.image_size, "init": None if args.init is None else str(args.init), "seed": args.seed,
         "steps": args.steps, "batch": args.batch, "frames": args.frames, "objects": args.objects,
-        "replans": {str(k): v for k, v in sorted(replans.items())}, "gap_share": args.gap_share, "prompt_lag": args.prompt_lag, "lag_share": args.lag_share, "image_weight": args.image_weight, "decoder_only": args.decoder_only, "decoder_updates": args.decoder_updates, "absent_score_weight": args.absent_score_weight, "budget_minutes": args.minutes, "lr": args.lr, "probes": probes is not None, "threads": args.threads, "train_minutes": round(total / 60, 1),
+        "replans": {str(k): v for k, v in sorted(replans.items())}, "gap_share": args.gap_share, "prompt_lag": args.prompt_lag, "lag_share": args.lag_share, "mask_share": args.mask_share, "true_prompt_memory": args.true_prompt_memory, "image_weight": args.image_weight, "decoder_only": args.decoder_only, "decoder_updates": args.decoder_updates, "absent_score_weight": args.absent_score_weight, "budget_minutes": args.minutes, "lr": args.lr, "probes": probes is not None, "threads": args.threads, "train_minutes": round(total / 60, 1),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
         "first_100_steps_loss": round(float(np.mean([h["loss"] for h in history[:100]])), 4),
         "final_100_steps": {k: round(float(np.mean([h[k] for h in tail if k in h])), 4) for k in ("loss",) + LOGGED if any(k in h for h in tail)},

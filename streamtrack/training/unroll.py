@@ -47,6 +47,10 @@ class ClipPlan:
     times: tuple[int, ...] | None = None
     """Each frame's index in its scene counted from frame 0 (``clips.clip_times``), which sets
     memory slots and pointer ages; None: consecutive frames."""
+    true_memory: bool = False
+    """With a "box" or "points" prompt: score the prompt's decode on frame 0, but write the true
+    mask into memory (with the pointer of its mask-prompt decode), as a "mask" plan does, so the
+    tracked frames never start from a wrong prompt memory."""
 
 
 @dataclass(frozen=True)
@@ -124,16 +128,17 @@ def unroll(model: SAM2, images: torch.Tensor, masks: torch.Tensor, row_clip: tor
         raw = embed[:, t]
         cond = t == 0
         pix = None
-        if t == 0 and plan.first == "mask":
-            # The mask is the answer (as in the tracker); decoding it as a mask input is trained
-            # too, since the object pointer comes from that decode.
-            inner = heads.decode_mask_prompt(model, raw, frame_hr, target)
-            score(inner, target)
-            chosen = heads.mask_answer(model, target, inner)
-        elif t == 0:
-            out = _memory_free_decode(model, raw, frame_hr, plan.first_prompts, plan.first)
-            score(out, target)
-            chosen = heads.choose(model, out)
+        if t == 0:
+            if plan.first != "mask":
+                out = _memory_free_decode(model, raw, frame_hr, plan.first_prompts, plan.first)
+                score(out, target)
+                chosen = heads.choose(model, out)
+            if plan.first == "mask" or plan.true_memory:
+                # The mask is the answer (as in the tracker); decoding it as a mask input is trained
+                # too, since the object pointer comes from that decode.
+                inner = heads.decode_mask_prompt(model, raw, frame_hr, target)
+                score(inner, target)
+                chosen = heads.mask_answer(model, target, inner)
         else:
             pix = _condition(model, raw, embed_pos, memories, times[t], grid_pe)
             if probes is not None:
