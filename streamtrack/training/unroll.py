@@ -132,13 +132,14 @@ def unroll(model: SAM2, images: torch.Tensor, masks: torch.Tensor, row_clip: tor
             if plan.first != "mask":
                 out = _memory_free_decode(model, raw, frame_hr, plan.first_prompts, plan.first)
                 score(out, target)
-                chosen = heads.choose(model, out)
             if plan.first == "mask" or plan.true_memory:
                 # The mask is the answer (as in the tracker); decoding it as a mask input is trained
                 # too, since the object pointer comes from that decode.
                 inner = heads.decode_mask_prompt(model, raw, frame_hr, target)
                 score(inner, target)
                 chosen = heads.mask_answer(model, target, inner)
+            else:
+                chosen = heads.choose(model, out)
         else:
             pix = _condition(model, raw, embed_pos, memories, times[t], grid_pe)
             if probes is not None:
