@@ -186,6 +186,17 @@ def test_a_mask_share_sets_how_often_clips_start_from_true_masks():
         train_module().parse_args(["--out", "x", "--mask-share", "-0.1"])
 
 
+def test_a_return_share_gives_batches_whose_objects_vanish_and_come_back():
+    """--return-share 1: every clip's tracked object is gone on some frame and visible again later."""
+    masks = train_module().make_batch(np.random.default_rng(2), 64, 2, 10, 1, return_share=1.0)[1]
+    area = masks.sum((2, 3))  # [R, T]
+    for row in area:
+        gone = torch.nonzero(row[1:] == 0).flatten()
+        assert gone.numel() and bool((row[int(gone[0]) + 2:] > 0).any()), row
+    with pytest.raises(SystemExit):
+        train_module().parse_args(["--out", "x", "--return-share", "2"])
+
+
 def test_a_true_prompt_memory_tracks_as_from_a_mask_and_still_scores_the_box():
     """ClipPlan.true_memory: a box-prompted clip's tracked frames see the memory a mask prompt
     gives (so their loss is the mask plan's), while frame 0's box decode is still scored."""

@@ -20,7 +20,7 @@ from streamtrack.procgen import (
     benchmark_scene,
     frame_categories,
 )
-from streamtrack.training.clips import clip_times, sample_clip
+from streamtrack.training.clips import MIN_FIRST_AREA, clip_times, sample_clip
 
 
 def test_benchmark_seeds_never_appear_in_training():
@@ -64,6 +64,22 @@ def test_gap_clips_show_an_object_vanishing():
     for i in (0, 7, 30):
         drawn, fast = scene.render(i)[1], scene.visible_masks(i)
         assert drawn.keys() == fast.keys() and all(np.array_equal(drawn[k], fast[k]) for k in drawn)
+
+
+def test_return_clips_show_an_object_vanishing_and_coming_back():
+    """``return_share`` clips have a tracked object, the first, that is gone on some frame and well
+    visible again later; plain clips of the same length seldom do."""
+
+    def returns(share: float) -> int:
+        rng = np.random.default_rng(5)
+        n = 0
+        for _ in range(6):
+            area = sample_clip(rng, 64, 12, 2, return_share=share).masks.mean((2, 3))  # [K, T]
+            gone = np.flatnonzero(area[0, 1:] == 0)
+            n += bool(gone.size and (area[0, gone[0] + 2:] >= MIN_FIRST_AREA).any())
+        return n
+
+    assert returns(1.0) == 6 and returns(0.0) <= 2, (returns(0.0), returns(1.0))
 
 
 def test_a_lagged_clip_shows_its_scene_at_its_times():

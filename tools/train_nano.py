@@ -49,6 +49,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--gap-share", type=float, default=0.0,
                     help="share of clips chosen so that a tracked object vanishes on a later frame "
                          "(default: 0; 0.5 was tried, docs/nano-model.md)")
+    ap.add_argument("--return-share", type=float, default=0.0, metavar="P",
+                    help="share of clips chosen so that a tracked object vanishes and comes back within "
+                         "the clip, which random clips almost never show (default: 0; takes precedence "
+                         "over --gap-share for a clip drawn for both)")
     ap.add_argument("--prompt-lag", type=int, default=0, metavar="MAX",
                     help="per step, skip 0..MAX frames (uniformly) between the prompted frame 0 and the "
                          "tracked frames, so that the prompt is as stale as deep into a stream (default: 0; 40 was "
@@ -117,6 +121,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error(f"--mask-share must be between 0 and 1, got {args.mask_share}")
     if not 0.0 <= args.gap_share <= 1.0:
         ap.error(f"--gap-share must be between 0 and 1, got {args.gap_share}")
+    if not 0.0 <= args.return_share <= 1.0:
+        ap.error(f"--return-share must be between 0 and 1, got {args.return_share}")
     return args
 
 
@@ -152,7 +158,7 @@ def steps_in_budget(step: int, elapsed: float, step_seconds: float, minutes: flo
 
 
 def make_batch(rng: np.random.Generator, size: int, batch: int, frames: int, objects: int, gap_share: float = 0.0,
-               prompt_lag: int = 0, lag_share: float = 1.0, mask_share: float = 0.3
+               prompt_lag: int = 0, lag_share: float = 1.0, mask_share: float = 0.3, return_share: float = 0.0
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, ClipPlan]:
     """float[C, T, 3, S, S] normalised images, float[R, T, S, S] masks of the R objects, int[R]
     clip of each object, and how they are prompted. The clips of a batch share one lag: with
@@ -160,7 +166,7 @@ def make_batch(rng: np.random.Generator, size: int, batch: int, frames: int, obj
     ``lag_share`` < 1 and the lag only when ``prompt_lag`` > 0, so earlier runs replay."""
     lagged = prompt_lag > 0 and (lag_share >= 1.0 or rng.random() < lag_share)
     lag = int(rng.integers(0, prompt_lag + 1)) if lagged else 0
-    clips = [sample_clip(rng, size, frames, objects, gap_share, lag) for _ in range(batch)]
+    clips = [sample_clip(rng, size, frames, objects, gap_share, lag, return_share) for _ in range(batch)]
     images = torch.from_numpy(np.stack([c.images for c in clips])).permute(0, 1, 4, 2, 3).float().div(255)
     images = normalize(images.flatten(0, 1)).view(batch, frames, 3, size, size)
     masks = torch.from_numpy(np.concatenate([c.masks for c in clips])).float()
@@ -245,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
             rng = np.random.default_rng((args.seed, step))
             images, masks, row_clip, plan = make_batch(rng, cfg.image_size, args.batch, args.frames, args.objects,
                                                         args.gap_share, args.prompt_lag, args.lag_share,
-                                                        args.mask_share)
+                                                        args.mask_share, args.return_share)
             plan = dataclasses.replace(plan, true_memory=args.true_prompt_memory)
             for g in opt.param_groups:
                 g["lr"] = learning_rate(step, args)
@@ -294,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python tools/train_nano.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "config": cfg.name, "image_size": cfg.image_size, "init": None if args.init is None else str(args.init), "seed": args.seed,
         "steps": args.steps, "batch": args.batch, "frames": args.frames, "objects": args.objects,
-        "replans": {str(k): v for k, v in sorted(replans.items())}, "gap_share": args.gap_share, "prompt_lag": args.prompt_lag, "lag_share": args.lag_share, "mask_share": args.mask_share, "true_prompt_memory": args.true_prompt_memory, "image_weight": args.image_weight, "decoder_only": args.decoder_only, "decoder_updates": args.decoder_updates, "absent_score_weight": args.absent_score_weight, "budget_minutes": args.minutes, "lr": args.lr, "probes": probes is not None, "threads": args.threads, "train_minutes": round(total / 60, 1),
+        "replans": {str(k): v for k, v in sorted(replans.items())}, "gap_share": args.gap_share, "return_share": args.return_share, "prompt_lag": args.prompt_lag, "lag_share": args.lag_share, "mask_share": args.mask_share, "true_prompt_memory": args.true_prompt_memory, "image_weight": args.image_weight, "decoder_only": args.decoder_only, "decoder_updates": args.decoder_updates, "absent_score_weight": args.absent_score_weight, "budget_minutes": args.minutes, "lr": args.lr, "probes": probes is not None, "threads": args.threads, "train_minutes": round(total / 60, 1),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
         "first_100_steps_loss": round(float(np.mean([h["loss"] for h in history[:100]])), 4),
         "final_100_steps": {k: round(float(np.mean([h[k] for h in tail if k in h])), 4) for k in ("loss",) + LOGGED if any(k in h for h in tail)},

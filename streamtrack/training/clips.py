@@ -19,6 +19,9 @@ GAP_TRIES = 20
 GAP_STARTS = 8
 """Start frames tried per scene for such a clip."""
 
+RETURN_STARTS = 200
+"""Start frames scanned per scene for a clip in which a tracked object vanishes and comes back."""
+
 
 @dataclass(frozen=True)
 class Clip:
@@ -52,7 +55,7 @@ def clip_times(frames: int, lag: int = 0) -> tuple[int, ...]:
 
 
 def sample_clip(rng: np.random.Generator, size: int, frames: int, max_objects: int = 1,
-                gap_share: float = 0.0, lag: int = 0) -> Clip:
+                gap_share: float = 0.0, lag: int = 0, return_share: float = 0.0) -> Clip:
     """A clip of ``frames`` frames at ``size`` x ``size`` with up to ``max_objects`` tracked objects,
     each well visible on frame 0. Several objects of one clip are tracked side by side, as the
     tracker does: their masks differ only through what each one's memory holds.
@@ -63,22 +66,34 @@ def sample_clip(rng: np.random.Generator, size: int, frames: int, max_objects: i
 
     With ``lag`` > 0 the frames after frame 0 start ``lag + 1`` frames after it (:func:`clip_times`):
     the prompt is as old as it is deep into a live stream, when the object has moved and changed
-    since."""
+    since.
+
+    With probability ``return_share`` (drawn only when above 0, and taking precedence over a gap)
+    the clip is one where a tracked object vanishes and is well visible again on a later frame of
+    the clip. Random clips almost never show one (1 in 51 of 16 frames), so the model learns
+    that an object once gone stays gone, and misses objects that come back."""
     times = clip_times(frames, lag)
     want_gap = gap_share > 0 and rng.random() < gap_share  # no draw when off: clips as before
+    want_return = return_share > 0 and rng.random() < return_share
     for attempt in range(10_000):
         seed = int(rng.integers(TRAIN_SEEDS.start, TRAIN_SEEDS.stop))
         scene = Scene(train_scene_config(size, rng), seed)
-        seek_gap = want_gap and attempt < GAP_TRIES
-        # A scene is costly to build and a frame's masks are cheap: look at several starts of it.
-        for start in rng.integers(0, 200, GAP_STARTS if seek_gap else 1).tolist():
-            order = _first_frame_objects(rng, scene, start)
-            if order and seek_gap:
-                order = _vanishing_first(scene, order, [start + t for t in times[1:]])
-            if order:
-                break
+        found = _returning_start(rng, scene, times) if want_return and attempt < GAP_TRIES else None
+        if found is not None:
+            start, order = found
         else:
-            continue
+            seek_gap = want_gap and not want_return and attempt < GAP_TRIES
+            if want_return and attempt < GAP_TRIES:
+                continue
+            # A scene is costly to build and a frame's masks are cheap: look at several starts of it.
+            for start in rng.integers(0, 200, GAP_STARTS if seek_gap else 1).tolist():
+                order = _first_frame_objects(rng, scene, start)
+                if order and seek_gap:
+                    order = _vanishing_first(scene, order, [start + t for t in times[1:]])
+                if order:
+                    break
+            else:
+                continue
         objs = order[:max_objects]
         images, masks = [], []
         for t in times:
@@ -101,6 +116,35 @@ def _vanishing_first(scene: Scene, order: list[int], later_frames: list[int]) ->
     later = [scene.visible_masks(i) for i in later_frames]
     gone = [k for k in order if any(not m[k].any() for m in later)]
     return gone + [k for k in order if k not in gone] if gone else []
+
+
+def _returning_start(rng: np.random.Generator, scene: Scene, times: tuple[int, ...]
+                     ) -> tuple[int, list[int]] | None:
+    """A start frame of ``scene`` (one of :data:`RETURN_STARTS`, uniformly among those that qualify)
+    on which some object is well visible, then gone on a later frame of ``times``, then well
+    visible again; with the labelled objects well visible on it, returning ones first (each group
+    in random order). None when no start qualifies."""
+    span = RETURN_STARTS + max(times)
+    area = {k: np.zeros(span) for k in scene.object_ids}
+    for i in range(span):
+        for k, m in scene.visible_masks(i).items():
+            area[k][i] = m.mean()
+    offsets = np.array(times)
+    starts: list[tuple[int, list[int]]] = []
+    for start in range(RETURN_STARTS):
+        back = []
+        for k, a in area.items():
+            w = a[start + offsets]
+            gone = np.flatnonzero(w[1:] == 0)
+            if w[0] >= MIN_FIRST_AREA and gone.size and (w[gone[0] + 2:] >= MIN_FIRST_AREA).any():
+                back.append(k)
+        if back:
+            starts.append((start, back))
+    if not starts:
+        return None
+    start, back = starts[int(rng.integers(len(starts)))]
+    rest = [k for k, a in area.items() if k not in back and a[start] >= MIN_FIRST_AREA]
+    return start, [back[i] for i in rng.permutation(len(back))] + [rest[i] for i in rng.permutation(len(rest))]
 
 
 def interior_point(rng: np.random.Generator, region: np.ndarray) -> tuple[float, float]:
