@@ -78,13 +78,13 @@ def sample_clip(rng: np.random.Generator, size: int, frames: int, max_objects: i
     for attempt in range(10_000):
         seed = int(rng.integers(TRAIN_SEEDS.start, TRAIN_SEEDS.stop))
         scene = Scene(train_scene_config(size, rng), seed)
-        found = _returning_start(rng, scene, times) if want_return and attempt < GAP_TRIES else None
-        if found is not None:
-            start, order = found
-        else:
-            seek_gap = want_gap and not want_return and attempt < GAP_TRIES
-            if want_return and attempt < GAP_TRIES:
+        if want_return and attempt < GAP_TRIES:
+            found = _returning_start(rng, scene, times)
+            if found is None:
                 continue
+            start, order = found
+        else:  # after GAP_TRIES scenes without one, a return clip falls back to a plain clip
+            seek_gap = want_gap and not want_return and attempt < GAP_TRIES
             # A scene is costly to build and a frame's masks are cheap: look at several starts of it.
             for start in rng.integers(0, 200, GAP_STARTS if seek_gap else 1).tolist():
                 order = _first_frame_objects(rng, scene, start)
