@@ -84,7 +84,7 @@ def sample_clip(rng: np.random.Generator, size: int, frames: int, max_objects: i
                 continue
             start, order = found
         else:  # after GAP_TRIES scenes without one, a return clip falls back to a plain clip
-            seek_gap = want_gap and not want_return and attempt < GAP_TRIES
+            seek_gap = want_gap and attempt < GAP_TRIES  # never for a return clip: attempt is past GAP_TRIES
             # A scene is costly to build and a frame's masks are cheap: look at several starts of it.
             for start in rng.integers(0, 200, GAP_STARTS if seek_gap else 1).tolist():
                 order = _first_frame_objects(rng, scene, start)
