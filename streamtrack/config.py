@@ -111,6 +111,11 @@ class ModelConfig:
     attend to the recent frames' memories and to the object pointers, the prompt's included.
     nano uses 7, the oldest a prompt is in its 8-frame training clips: past that its stale
     prompt memory pulls the mask off the object (docs/nano-model.md)."""
+    non_overlap_memory: bool = False
+    """Before the memories of a tracked frame are encoded, give each pixel to at most one object
+    (the one with the highest logit; official option ``non_overlap_masks_for_mem_enc``). Only the
+    memories change, not the masks returned. Off in every shipped config; for nano it turns
+    objects that drift onto one mask into objects that swap masks (docs/nano-model.md)."""
     backbone_stride: int = field(default=16, init=False)
 
     def __post_init__(self) -> None:

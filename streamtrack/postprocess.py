@@ -33,13 +33,20 @@ def fill_holes(logits: torch.Tensor, max_area: int) -> torch.Tensor:
     return torch.where(torch.from_numpy(fill).to(logits.device), HOLE_FILL_VALUE, logits)
 
 
-def non_overlapping(logits: torch.Tensor) -> torch.Tensor:
-    """Each pixel goes to the object with the highest logit; the others are clamped to at most -10.
+def non_overlapping(logits: torch.Tensor, active: torch.Tensor | None = None) -> torch.Tensor:
+    """Each pixel goes to the object with the highest logit (the first on a tie); the others are
+    clamped to at most -10.
 
-    ``logits: float[N, 1, H, W]`` -> same shape.
+    ``logits: float[N, 1, H, W]`` -> same shape. ``active: bool[N]`` (optional): only these
+    objects compete; the other rows (empty bank rows) are returned unchanged.
     """
     if logits.shape[0] <= 1:
         return logits
-    winner = logits.argmax(dim=0, keepdim=True)
+    compete = logits
+    if active is not None:
+        compete = logits.masked_fill(~active[:, None, None, None], float("-inf"))
+    winner = compete.max(dim=0, keepdim=True).indices  # argmax over dim 0 is ~15x slower on CPU
     keep = winner == torch.arange(logits.shape[0], device=logits.device)[:, None, None, None]
+    if active is not None:
+        keep = keep | ~active[:, None, None, None]
     return torch.where(keep, logits, logits.clamp(max=-10.0))

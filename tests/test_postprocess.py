@@ -48,3 +48,9 @@ def test_non_overlapping_keeps_the_winner_per_pixel():
     out = non_overlapping(logits)
     assert out[:, 0, 0].tolist() == [[-10.0, -10.0, 5.0], [4.0, 1.0, -20.0]]
     assert torch.equal(non_overlapping(logits[:1]), logits[:1])
+
+
+def test_non_overlapping_leaves_inactive_rows_out_of_the_contest():
+    logits = torch.tensor([[[[3.0, -2.0]]], [[[9.0, 9.0]]], [[[4.0, -5.0]]]])
+    out = non_overlapping(logits, torch.tensor([True, False, True]))
+    assert out[:, 0, 0].tolist() == [[-10.0, -2.0], [9.0, 9.0], [4.0, -10.0]]

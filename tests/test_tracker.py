@@ -10,7 +10,7 @@ import torch
 from streamtrack.checkpoint import load_model
 from streamtrack.config import load_config
 from streamtrack.tracker import Prompt, PromptError, Tracker, TrackerConfig
-from video import moving_shapes
+from video import disc_mask, moving_shapes
 
 SIZE = 128
 
@@ -252,3 +252,37 @@ def test_a_prompt_memory_is_read_while_the_config_allows(frames, max_age):
         unroll(net, images, torch.from_numpy(clip.masks).float(), torch.zeros(1, dtype=torch.long),
                ClipPlan("mask", times=(0, 21, 22, 23)), np.random.default_rng(1))
     assert spatial == ([1, 2, 3] if max_age == 0 else [1, 1, 2])
+
+
+@pytest.mark.parametrize("fixed_shapes", [False, True])
+def test_tracked_memories_share_no_pixel_when_the_config_says(frames, fixed_shapes):
+    """``non_overlap_memory``: the masks a tracked frame's memories are encoded from give each
+    pixel to one object at most, and only reassign pixels (their union is unchanged). With fixed
+    shapes the empty third bank row takes no part."""
+    import dataclasses
+
+    from streamtrack.checkpoint import resolve_checkpoint
+
+    disc = disc_mask(*frames[0].shape[:2])
+    right_half = disc.copy()
+    right_half[:, : int(np.nonzero(disc)[1].mean())] = False
+
+    def tracked_memory_masks(flag: bool) -> torch.Tensor:
+        net = load_model("nano", resolve_checkpoint("nano", None))  # the shipped weights: real masks
+        net.cfg = dataclasses.replace(net.cfg, non_overlap_memory=flag)
+        seen = []
+        net.memory_encoder.register_forward_pre_hook(lambda _m, args: seen.append(args[1].clone()))
+        tracker = Tracker(net, TrackerConfig(max_objects=3, fixed_shapes=fixed_shapes))
+        tracker.track(frames[0])
+        tracker.add_prompt(Prompt(1, mask=disc))
+        tracker.add_prompt(Prompt(2, mask=right_half))  # object 2 is part of object 1
+        seen.clear()
+        tracker.track(frames[1])
+        masks = seen[-1]  # the tracked frame's batched call, after the prompts' own
+        assert masks.shape[0] == (3 if fixed_shapes else 2)
+        return masks[:2] > 0  # [2, 1, S, S]: foreground of objects 1 and 2
+
+    apart, together = tracked_memory_masks(True), tracked_memory_masks(False)
+    assert (together[0] & together[1]).sum() > 0  # overlap to remove
+    assert not (apart[0] & apart[1]).any()
+    assert torch.equal(apart[0] | apart[1], together[0] | together[1])

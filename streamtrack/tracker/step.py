@@ -12,6 +12,7 @@ import torch
 
 from streamtrack.model import SAM2, BackboneFeatures
 from streamtrack.model.common import sine_1d
+from streamtrack.postprocess import non_overlapping
 from streamtrack.timing import StageTimes
 from streamtrack.tracker import heads
 from streamtrack.tracker.bank import MemoryBank
@@ -153,7 +154,10 @@ def frame_step(
     coords, labels = heads.no_points(r, feats.embed.device)
     out = heads.decode(model, pix, feats.high_res, coords, labels, None, multimask=model.cfg.multimask_tracking)
     _mark(times, "decoder")
-    mem = heads.encode_memory(model, feats.embed, out.high_res, out.object_score, binarize=False)
+    masks = out.high_res
+    if model.cfg.non_overlap_memory and r > 1:
+        masks = non_overlapping(masks, active if fixed_shapes else None)  # else every row is active
+    mem = heads.encode_memory(model, feats.embed, masks, out.object_score, binarize=False)
     bank.write_recent(rows, frame, mem, out.obj_ptr, active)
     _mark(times, "memory_encoder")
     return out
