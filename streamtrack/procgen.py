@@ -163,19 +163,20 @@ class Scene:
         labels = np.zeros((c.height, c.width), np.int16)
         for k, (thing, to_frame) in enumerate(self._placed(t, cam)):
             mask = self._shape_mask(thing, t, to_frame)
-            ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
-            if ys.size == 0:
+            x0, y0, w, h = cv2.boundingRect(mask)  # of the nonzero pixels; (0, 0, 0, 0) when none
+            if w == 0:
                 continue
-            y0, y1, x0, x1 = ys[0], ys[-1] + 1, xs[0], xs[-1] + 1
+            x1, y1 = x0 + w, y0 + h
             box = (slice(y0, y1), slice(x0, x1))
+            inside = mask[box].view(bool)
             if rgb is not None:
                 # Warp the texture into the object's bounding box only.
                 warp = _texture_to_frame(thing, to_frame)
                 warp[:, 2] -= (x0, y0)
                 patch = cv2.warpAffine(thing.texture, warp, (int(x1 - x0), int(y1 - y0)), flags=cv2.INTER_LINEAR,
                                        borderMode=cv2.BORDER_REFLECT)
-                np.copyto(rgb[box], patch, where=mask[box][..., None])
-            labels[box][mask[box]] = k + 1
+                np.copyto(rgb[box], patch, where=inside[..., None])
+            labels[box][inside] = k + 1
         return labels
 
     def _visible(self, labels: np.ndarray) -> dict[int, np.ndarray]:
@@ -185,7 +186,8 @@ class Scene:
         """Each labelled object's whole shape on frame ``index``, hidden parts included."""
         t = index / self.config.fps
         cam = self._camera(t)
-        return dict(sorted((th.obj_id, self._shape_mask(th, t, m)) for th, m in self._placed(t, cam) if th.obj_id > 0))
+        return dict(sorted((th.obj_id, self._shape_mask(th, t, m).view(bool)) for th, m in self._placed(t, cam)
+                           if th.obj_id > 0))
 
     # --- geometry -------------------------------------------------------------------------------
 
@@ -211,6 +213,7 @@ class Scene:
             yield th, np.array([[ca, -sa, cx], [sa, ca, cy]])
 
     def _shape_mask(self, th: _Thing, t: float, to_frame: np.ndarray) -> np.ndarray:
+        """uint8[H, W]: 1 inside the thing's outline at time ``t`` (``.view(bool)`` for a mask)."""
         c = self.config
         pts = th.contour
         amp, hz, ph = th.wobble
@@ -219,10 +222,11 @@ class Scene:
             pts = pts * (1.0 + amp * math.sin(2 * math.pi * hz * t + ph) * np.cos(3 * theta))[:, None]
         xy = pts @ to_frame[:, :2].T + to_frame[:, 2]
         mask = np.zeros((c.height, c.width), np.uint8)
-        if np.all(xy[:, 0] < 0) or np.all(xy[:, 0] >= c.width) or np.all(xy[:, 1] < 0) or np.all(xy[:, 1] >= c.height):
-            return mask.astype(bool)
+        (x_min, y_min), (x_max, y_max) = xy.min(axis=0), xy.max(axis=0)
+        if x_max < 0 or x_min >= c.width or y_max < 0 or y_min >= c.height:  # wholly outside the frame
+            return mask
         cv2.fillPoly(mask, [np.round(xy * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
-        return mask.astype(bool)
+        return mask
 
     # --- appearance -----------------------------------------------------------------------------
 
