@@ -162,13 +162,14 @@ class Scene:
         c = self.config
         labels = np.zeros((c.height, c.width), np.int16)
         for k, (thing, to_frame) in enumerate(self._placed(t, cam)):
-            mask = self._shape_mask(thing, t, to_frame)
-            x0, y0, w, h = cv2.boundingRect(mask)  # of the nonzero pixels; (0, 0, 0, 0) when none
+            patch_mask, (px, py) = self._shape_patch(thing, t, to_frame)
+            bx, by, w, h = cv2.boundingRect(patch_mask)  # of the nonzero pixels; (0, 0, 0, 0) when none
             if w == 0:
                 continue
+            x0, y0 = px + bx, py + by
             x1, y1 = x0 + w, y0 + h
+            inside = patch_mask[by : by + h, bx : bx + w].view(bool)
             box = (slice(y0, y1), slice(x0, x1))
-            inside = mask[box].view(bool)
             if rgb is not None:
                 # Warp the texture into the object's bounding box only.
                 warp = _texture_to_frame(thing, to_frame)
@@ -184,10 +185,15 @@ class Scene:
 
     def full_masks(self, index: int) -> dict[int, np.ndarray]:
         """Each labelled object's whole shape on frame ``index``, hidden parts included."""
-        t = index / self.config.fps
-        cam = self._camera(t)
-        return dict(sorted((th.obj_id, self._shape_mask(th, t, m).view(bool)) for th, m in self._placed(t, cam)
-                           if th.obj_id > 0))
+        c, t = self.config, index / self.config.fps
+        masks = {}
+        for th, to_frame in self._placed(t, self._camera(t)):
+            if th.obj_id > 0:
+                patch, (x0, y0) = self._shape_patch(th, t, to_frame)
+                mask = np.zeros((c.height, c.width), bool)
+                mask[y0 : y0 + patch.shape[0], x0 : x0 + patch.shape[1]] = patch.view(bool)
+                masks[th.obj_id] = mask
+        return dict(sorted(masks.items()))
 
     # --- geometry -------------------------------------------------------------------------------
 
@@ -212,8 +218,10 @@ class Scene:
             ca, sa = math.cos(a) * r, math.sin(a) * r
             yield th, np.array([[ca, -sa, cx], [sa, ca, cy]])
 
-    def _shape_mask(self, th: _Thing, t: float, to_frame: np.ndarray) -> np.ndarray:
-        """uint8[H, W]: 1 inside the thing's outline at time ``t`` (``.view(bool)`` for a mask)."""
+    def _shape_patch(self, th: _Thing, t: float, to_frame: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        """The thing's outline at time ``t``, filled: uint8[h, w] (1 inside; ``.view(bool)`` for a
+        mask) over the part of the frame around it, and that part's top-left corner (x, y) in the
+        frame. Drawing into the small patch gives the pixels a full-frame fill would."""
         c = self.config
         pts = th.contour
         amp, hz, ph = th.wobble
@@ -221,12 +229,16 @@ class Scene:
             theta = np.arctan2(pts[:, 1], pts[:, 0])
             pts = pts * (1.0 + amp * math.sin(2 * math.pi * hz * t + ph) * np.cos(3 * theta))[:, None]
         xy = pts @ to_frame[:, :2].T + to_frame[:, 2]
-        mask = np.zeros((c.height, c.width), np.uint8)
         (x_min, y_min), (x_max, y_max) = xy.min(axis=0), xy.max(axis=0)
         if x_max < 0 or x_min >= c.width or y_max < 0 or y_min >= c.height:  # wholly outside the frame
-            return mask
-        cv2.fillPoly(mask, [np.round(xy * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
-        return mask
+            return np.zeros((0, 0), np.uint8), (0, 0)
+        # A pixel margin around the outline's extent, clipped to the frame.
+        x0, y0 = max(0, math.floor(x_min) - 1), max(0, math.floor(y_min) - 1)
+        x1, y1 = min(c.width, math.ceil(x_max) + 2), min(c.height, math.ceil(y_max) + 2)
+        patch = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        fixed = np.round(xy * 16).astype(np.int32) - np.array([x0 * 16, y0 * 16], np.int32)  # 4 fractional bits
+        cv2.fillPoly(patch, [fixed], 1, lineType=cv2.LINE_8, shift=4)
+        return patch, (x0, y0)
 
     # --- appearance -----------------------------------------------------------------------------
 
