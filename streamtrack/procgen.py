@@ -156,6 +156,14 @@ class Scene:
         t = index / self.config.fps
         return self._visible(self._layers(t, self._camera(t), None))
 
+    def visible_areas(self, index: int) -> dict[int, float]:
+        """Each labelled object's visible share of frame ``index`` (``visible_masks(index)[k].mean()``,
+        bit for bit, from one pass over the frame)."""
+        c, t = self.config, index / self.config.fps
+        counts = np.bincount(self._layers(t, self._camera(t), None).ravel(), minlength=len(self._things) + 1)
+        n = c.height * c.width
+        return dict(sorted((th.obj_id, counts[k + 1] / n) for k, th in enumerate(self._things) if th.obj_id > 0))
+
     def _layers(self, t: float, cam: np.ndarray, rgb: np.ndarray | None) -> np.ndarray:
         """int16[H, W]: 1 + the index of the front-most thing per pixel, 0 on background. With
         ``rgb``, each thing's texture is drawn into it too."""

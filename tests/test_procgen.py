@@ -64,6 +64,7 @@ def test_gap_clips_show_an_object_vanishing():
     for i in (0, 7, 30):
         drawn, fast = scene.render(i)[1], scene.visible_masks(i)
         assert drawn.keys() == fast.keys() and all(np.array_equal(drawn[k], fast[k]) for k in drawn)
+        assert scene.visible_areas(i) == {k: m.mean() for k, m in drawn.items()}
 
 
 def test_return_clips_show_an_object_vanishing_and_coming_back():

@@ -127,8 +127,8 @@ def _returning_start(rng: np.random.Generator, scene: Scene, times: tuple[int, .
     span = RETURN_STARTS + max(times)
     area = {k: np.zeros(span) for k in scene.object_ids}
     for i in range(span):
-        for k, m in scene.visible_masks(i).items():
-            area[k][i] = m.mean()
+        for k, a in scene.visible_areas(i).items():
+            area[k][i] = a
     offsets = np.array(times)
     starts: list[tuple[int, list[int]]] = []
     for start in range(RETURN_STARTS):
