@@ -33,7 +33,8 @@ def train_module():
     return module
 
 
-TINY = ["--image-size", "128", "--batch", "2", "--frames", "3", "--warmup", "2", "--lr", "2e-3", "--threads", "1"]
+TINY = ["--image-size", "128", "--batch", "2", "--frames", "3", "--warmup", "2", "--lr", "2e-3", "--threads", "1",
+        "--no-prefetch"]  # a worker process per run costs seconds; the test below runs one
 
 
 def batch_loss(state_dict: dict, seed: int = 123) -> float:
@@ -68,6 +69,20 @@ def test_training_is_deterministic_and_resumes_exactly(tmp_path):
     assert train.main(["--out", str(tmp_path / "b"), "--steps", "4", "--max-minutes", "0", *TINY]) == 3
     assert not (tmp_path / "b" / "nano.pt").exists()
     assert train.main(["--out", str(tmp_path / "b"), "--steps", "4", *TINY]) == 0
+    a = torch.load(tmp_path / "a" / "nano.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "nano.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_drawing_clips_ahead_in_a_worker_trains_the_same_weights(tmp_path):
+    """The default run draws each step's clips in a worker process one step ahead; its weights
+    equal those of a run that draws them in place, so the unroll's generator continued as well."""
+    torch.set_num_threads(1)
+    train = train_module()
+    in_place = [*TINY, "--return-share", "0.5"]
+    ahead = [a for a in in_place if a != "--no-prefetch"]
+    assert train.main(["--out", str(tmp_path / "a"), "--steps", "3", *ahead]) == 0
+    assert train.main(["--out", str(tmp_path / "b"), "--steps", "3", *in_place]) == 0
     a = torch.load(tmp_path / "a" / "nano.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "b" / "nano.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -4,6 +4,7 @@
 
 Deterministic from --seed and --steps for a given thread count: every step's clips, prompts and
 clicks come from a generator keyed by (seed, step), and weights start from torch.manual_seed(seed).
+Each step's clips are drawn one step ahead in a worker process (streamtrack/training/batches.py).
 With --minutes the step count is chosen from the timed warm-up; nano.json records it. Resumes
 from OUT/last.pt when it exists. When done it writes OUT/nano.pt (an official-format checkpoint,
 {"model": state_dict}) and OUT/nano.json (command, seed, steps, time, final losses).
@@ -25,12 +26,11 @@ import torch
 
 from streamtrack.config import load_config
 from streamtrack.model import build_sam2
-from streamtrack.preprocess import normalize
 from streamtrack.progress import Progress
-from streamtrack.training.clips import first_frame_prompt, sample_clip
+from streamtrack.training.batches import Prefetcher, batch_drawer, make_batch  # noqa: F401 (make_batch: tests)
 from streamtrack.training.decoder_stage import decoder_loss, record_frames, trainable
 from streamtrack.training.probes import MemoryProbes
-from streamtrack.training.unroll import ClipPlan, unroll
+from streamtrack.training.unroll import unroll
 
 
 LOGGED = ("mask", "track", "iou", "score", "embed", "probe_mem", "probe_cond", "image")
@@ -92,6 +92,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--save-every", type=int, default=50, help="steps between resumable checkpoints")
     ap.add_argument("--no-probes", action="store_true",
                     help="train without the memory read-out losses (streamtrack/training/probes.py)")
+    ap.add_argument("--no-prefetch", action="store_true",
+                    help="draw each step's clips in this process, not one step ahead in a worker process "
+                         "(the clips are the same either way)")
     ap.add_argument("--minutes", type=float, default=None,
                     help="fit the run into this much training time: at the end of the warm-up, lower --steps to "
                          "what the measured step time allows, and lower it again at a checkpoint if the steps "
@@ -157,28 +160,6 @@ def steps_in_budget(step: int, elapsed: float, step_seconds: float, minutes: flo
     return max(step, min(cap, step + more))
 
 
-def make_batch(rng: np.random.Generator, size: int, batch: int, frames: int, objects: int, gap_share: float = 0.0,
-               prompt_lag: int = 0, lag_share: float = 1.0, mask_share: float = 0.3, return_share: float = 0.0
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, ClipPlan]:
-    """float[C, T, 3, S, S] normalised images, float[R, T, S, S] masks of the R objects, int[R]
-    clip of each object, and how they are prompted. The clips of a batch share one lag: with
-    probability ``lag_share`` drawn from 0..``prompt_lag``, else 0. The coin is drawn only when
-    ``lag_share`` < 1 and the lag only when ``prompt_lag`` > 0, so earlier runs replay."""
-    lagged = prompt_lag > 0 and (lag_share >= 1.0 or rng.random() < lag_share)
-    lag = int(rng.integers(0, prompt_lag + 1)) if lagged else 0
-    clips = [sample_clip(rng, size, frames, objects, gap_share, lag, return_share) for _ in range(batch)]
-    images = torch.from_numpy(np.stack([c.images for c in clips])).permute(0, 1, 4, 2, 3).float().div(255)
-    images = normalize(images.flatten(0, 1)).view(batch, frames, 3, size, size)
-    masks = torch.from_numpy(np.concatenate([c.masks for c in clips])).float()
-    row_clip = torch.tensor([i for i, c in enumerate(clips) for _ in range(len(c.masks))])
-    other = (1.0 - mask_share) / 2
-    first = ("mask", "box", "points")[int(rng.choice(3, p=[mask_share, other, other]))]
-    rows = [m for c in clips for m in c.masks]
-    prompts = [first_frame_prompt(rng, m[0], first) for m in rows] if first != "mask" else []
-    corrections = frozenset(int(f) for f in rng.choice(np.arange(1, frames), size=int(rng.integers(0, 2)), replace=False))
-    return images, masks, row_clip, ClipPlan(first, prompts, corrections, clips[0].times)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -233,7 +214,11 @@ def main(argv: list[str] | None = None) -> int:
                     "step_times": step_times, "replans": json.dumps(replans)}, tmp)
         tmp.replace(last)
 
-    with Progress("training", args.steps, done=step) as bar:
+    draw = batch_drawer(cfg.image_size, args.batch, args.frames, args.objects, gap_share=args.gap_share,
+                        prompt_lag=args.prompt_lag, lag_share=args.lag_share, mask_share=args.mask_share,
+                        return_share=args.return_share)
+    with Prefetcher(draw, args.seed, 0 if args.no_prefetch else 1) as prefetch, \
+            Progress("training", args.steps, done=step) as bar:
         while step < args.steps:
             if args.minutes is not None and step == args.warmup:
                 # The learning rate so far did not depend on --steps, so choosing it now keeps the run
@@ -248,10 +233,9 @@ def main(argv: list[str] | None = None) -> int:
             if step in replans:
                 args.steps = bar.total = replans[step]
             tick = time.monotonic()
-            rng = np.random.default_rng((args.seed, step))
-            images, masks, row_clip, plan = make_batch(rng, cfg.image_size, args.batch, args.frames, args.objects,
-                                                        args.gap_share, args.prompt_lag, args.lag_share,
-                                                        args.mask_share, args.return_share)
+            (images, masks, row_clip, plan), rng = prefetch.get(step)
+            if step + 1 < args.steps:
+                prefetch.start(step + 1)
             plan = dataclasses.replace(plan, true_memory=args.true_prompt_memory)
             for g in opt.param_groups:
                 g["lr"] = learning_rate(step, args)
