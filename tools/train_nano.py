@@ -82,6 +82,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "memory-conditioned features and on memory-free box and click prompts weighted by "
                          "--image-weight, with the rest of --init's model fixed (streamtrack/training/"
                          "decoder_stage.py); needs --init and an --image-weight above 0")
+    ap.add_argument("--freeze-image-encoder", action="store_true",
+                    help="keep --init's image encoder (Hiera trunk and neck) fixed and train the rest: no "
+                         "backward pass through the encoder, so steps are cheaper (docs/nano-model.md)")
     ap.add_argument("--decoder-updates", type=int, default=1, metavar="K",
                     help="with --decoder-only, optimiser updates per unroll: each reuses the unroll's features "
                          "with fresh prompts, as the unroll costs most of a step (default: 1)")
@@ -114,6 +117,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error(f"--image-weight must be at least 0, got {args.image_weight}")
     if args.decoder_updates < 1 or (args.decoder_updates > 1 and not args.decoder_only):
         ap.error("--decoder-updates must be at least 1, and above 1 only with --decoder-only")
+    if args.freeze_image_encoder and (args.init is None or args.decoder_only):
+        ap.error("--freeze-image-encoder needs --init (the encoder to keep) and is implied by --decoder-only")
     if args.decoder_only and (args.init is None or not args.image_weight > 0):
         ap.error("--decoder-only needs --init (the model to fine-tune) and an --image-weight above 0")
     if args.prompt_lag < 0:
@@ -172,10 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     probes = None if args.no_probes or args.decoder_only else MemoryProbes(cfg.mem_dim, cfg.hidden_dim).train()
     if probes is not None and init is not None and init.get("probes") is not None:
         probes.load_state_dict(init["probes"])
+    if args.freeze_image_encoder:
+        model.image_encoder.requires_grad_(False)
     if args.decoder_only:
         params = trainable(model)
     else:
-        params = list(model.parameters()) + ([] if probes is None else list(probes.parameters()))
+        params = [p for p in model.parameters() if p.requires_grad] + ([] if probes is None else list(probes.parameters()))
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     args.out.mkdir(parents=True, exist_ok=True)
     last = args.out / "last.pt"
@@ -284,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python tools/train_nano.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "config": cfg.name, "image_size": cfg.image_size, "init": None if args.init is None else str(args.init), "seed": args.seed,
         "steps": args.steps, "batch": args.batch, "frames": args.frames, "objects": args.objects,
-        "replans": {str(k): v for k, v in sorted(replans.items())}, "gap_share": args.gap_share, "return_share": args.return_share, "prompt_lag": args.prompt_lag, "lag_share": args.lag_share, "mask_share": args.mask_share, "true_prompt_memory": args.true_prompt_memory, "image_weight": args.image_weight, "decoder_only": args.decoder_only, "decoder_updates": args.decoder_updates, "absent_score_weight": args.absent_score_weight, "budget_minutes": args.minutes, "lr": args.lr, "probes": probes is not None, "threads": args.threads, "train_minutes": round(total / 60, 1),
+        "replans": {str(k): v for k, v in sorted(replans.items())}, "gap_share": args.gap_share, "return_share": args.return_share, "prompt_lag": args.prompt_lag, "lag_share": args.lag_share, "mask_share": args.mask_share, "true_prompt_memory": args.true_prompt_memory, "image_weight": args.image_weight, "decoder_only": args.decoder_only, "freeze_image_encoder": args.freeze_image_encoder, "decoder_updates": args.decoder_updates, "absent_score_weight": args.absent_score_weight, "budget_minutes": args.minutes, "lr": args.lr, "probes": probes is not None, "threads": args.threads, "train_minutes": round(total / 60, 1),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
         "first_100_steps_loss": round(float(np.mean([h["loss"] for h in history[:100]])), 4),
         "final_100_steps": {k: round(float(np.mean([h[k] for h in tail if k in h])), 4) for k in ("loss",) + LOGGED if any(k in h for h in tail)},
