@@ -339,3 +339,23 @@ def test_the_decoder_stage_trains_only_the_decoder_and_lowers_its_loss(tmp_path)
         train.parse_args(["--out", "x", "--decoder-only", "--image-weight", "1"])  # no --init
     with pytest.raises(SystemExit):
         train.parse_args(["--out", "x", "--decoder-updates", "2"])  # not a decoder stage
+
+
+def test_a_frozen_image_encoder_keeps_its_weights_and_the_rest_trains(tmp_path):
+    """--freeze-image-encoder leaves --init's Hiera trunk and neck exactly as they were, and still
+    trains the memory path and the decoder."""
+    torch.set_num_threads(1)
+    train = train_module()
+    assert train.main(["--out", str(tmp_path / "a"), "--steps", "2", *TINY]) == 0
+    start = torch.load(tmp_path / "a" / "nano.pt", weights_only=True)["model"]
+    assert train.main(["--out", str(tmp_path / "b"), "--steps", "3", "--freeze-image-encoder",
+                       "--init", str(tmp_path / "a" / "nano.pt"), *TINY]) == 0
+    tuned = torch.load(tmp_path / "b" / "nano.pt", weights_only=True)["model"]
+    encoder = [k for k in start if k.startswith("image_encoder.")]
+    assert encoder and all(torch.equal(start[k], tuned[k]) for k in encoder)
+    for part in ("memory_attention.", "memory_encoder.", "sam_mask_decoder."):
+        assert any(not torch.equal(start[k], tuned[k]) for k in start if k.startswith(part)), part
+    assert json.loads((tmp_path / "b" / "nano.json").read_text())["freeze_image_encoder"] is True
+    for bad in (["--freeze-image-encoder"], ["--freeze-image-encoder", "--init", "x.pt", "--decoder-only", "--image-weight", "1"]):
+        with pytest.raises(SystemExit):
+            train.parse_args(["--out", "x", *bad])
