@@ -84,7 +84,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "decoder_stage.py); needs --init and an --image-weight above 0")
     ap.add_argument("--freeze-image-encoder", action="store_true",
                     help="keep --init's image encoder (Hiera trunk and neck) fixed and train the rest: no "
-                         "backward pass through the encoder, so steps are cheaper (docs/nano-model.md)")
+                         "backward pass through the encoder, so steps are about 20%% cheaper; a second stage "
+                         "with it tracked far worse than one without (docs/nano-model.md)")
     ap.add_argument("--decoder-updates", type=int, default=1, metavar="K",
                     help="with --decoder-only, optimiser updates per unroll: each reuses the unroll's features "
                          "with fresh prompts, as the unroll costs most of a step (default: 1)")
