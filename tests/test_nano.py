@@ -18,6 +18,7 @@ from streamtrack.config import load_config
 from streamtrack.model import build_sam2
 from streamtrack.procgen import benchmark_clips
 from streamtrack.tracker import Tracker, TrackerConfig
+from streamtrack.training.batches import make_batch
 from streamtrack.training.losses import frame_loss
 from streamtrack.training.probes import MemoryProbes
 from streamtrack.training.unroll import unroll
@@ -39,11 +40,10 @@ TINY = ["--image-size", "128", "--batch", "2", "--frames", "3", "--warmup", "2",
 
 def batch_loss(state_dict: dict, seed: int = 123) -> float:
     """The training loss of fixed clips (not drawn by the run) under these weights."""
-    train = train_module()
     model = build_sam2(load_config("nano", 128), stability=False).train()
     model.load_state_dict(state_dict)
     rng = np.random.default_rng(seed)
-    images, masks, row_clip, plan = train.make_batch(rng, 128, 2, 3, 2)
+    images, masks, row_clip, plan = make_batch(rng, 128, 2, 3, 2)
     with torch.no_grad():
         return float(unroll(model, images, masks, row_clip, plan, rng)[0])
 
@@ -156,7 +156,7 @@ def test_a_lagged_plan_reads_its_memories_at_their_true_ages(monkeypatch):
 
     torch.manual_seed(0)
     model = build_sam2(load_config("nano", 128), stability=False).eval()
-    images, masks, row_clip, plan = train_module().make_batch(np.random.default_rng(5), 128, 1, 4, 1)
+    images, masks, row_clip, plan = make_batch(np.random.default_rng(5), 128, 1, 4, 1)
     plan = dataclasses.replace(plan, corrections=frozenset())  # a correction would add a prompt's pointer
     seen = []
     real = unroll_module.sine_1d
@@ -174,7 +174,6 @@ def test_a_lagged_plan_reads_its_memories_at_their_true_ages(monkeypatch):
 def test_a_lag_share_leaves_some_steps_unlagged():
     """--lag-share P: about P of the steps draw a lag, the others track from the prompt on; with
     P = 1 the batches are those of a run from before the option, draw for draw."""
-    make_batch = train_module().make_batch
     first_tracked = {p: [make_batch(np.random.default_rng(s), 64, 1, 2, 1, 0.0, 40, p)[3].times[1] for s in range(12)]
                      for p in (0.0, 0.5)}
     assert first_tracked[0.0] == [1] * 12
@@ -191,7 +190,6 @@ def test_a_lag_share_leaves_some_steps_unlagged():
 def test_a_mask_share_sets_how_often_clips_start_from_true_masks():
     """--mask-share P: about P of the steps prompt frame 0 with the true masks, the rest with
     boxes or clicks."""
-    make_batch = train_module().make_batch
     kinds = {p: [make_batch(np.random.default_rng(s), 64, 1, 2, 1, mask_share=p)[3].first for s in range(16)]
              for p in (0.0, 0.3, 1.0)}
     assert kinds[1.0] == ["mask"] * 16
@@ -203,7 +201,7 @@ def test_a_mask_share_sets_how_often_clips_start_from_true_masks():
 
 def test_a_return_share_gives_batches_whose_objects_vanish_and_come_back():
     """--return-share 1: every clip's tracked object is gone on some frame and visible again later."""
-    masks = train_module().make_batch(np.random.default_rng(2), 64, 2, 10, 1, return_share=1.0)[1]
+    masks = make_batch(np.random.default_rng(2), 64, 2, 10, 1, return_share=1.0)[1]
     area = masks.sum((2, 3))  # [R, T]
     for row in area:
         gone = torch.nonzero(row[1:] == 0).flatten()
@@ -217,7 +215,7 @@ def test_a_true_prompt_memory_tracks_as_from_a_mask_and_still_scores_the_box():
     gives (so their loss is the mask plan's), while frame 0's box decode is still scored."""
     torch.manual_seed(0)
     model = build_sam2(load_config("nano", 128), stability=False).eval()
-    images, masks, row_clip, plan = train_module().make_batch(np.random.default_rng(5), 128, 2, 3, 2, mask_share=0.0)
+    images, masks, row_clip, plan = make_batch(np.random.default_rng(5), 128, 2, 3, 2, mask_share=0.0)
     assert plan.first in ("box", "points")
     plan = dataclasses.replace(plan, corrections=frozenset())
     runs = {}
@@ -239,7 +237,7 @@ def test_the_image_loss_adds_memory_free_prompted_decodes():
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = build_sam2(load_config("nano", 128), stability=False).train()
-    images, masks, row_clip, plan = train_module().make_batch(np.random.default_rng(5), 128, 2, 3, 2)
+    images, masks, row_clip, plan = make_batch(np.random.default_rng(5), 128, 2, 3, 2)
     totals, parts = [], []
     for weight in (0.0, 1.0, 2.0):
         total, p = unroll(model, images, masks, row_clip, plan, np.random.default_rng(1), image_weight=weight)
@@ -263,8 +261,7 @@ def test_memory_readouts_train_the_memory_path():
     cfg = load_config("nano", 128)
     model = build_sam2(cfg, stability=False).train()
     probes = MemoryProbes(cfg.mem_dim, cfg.hidden_dim)
-    train = train_module()
-    images, masks, row_clip, plan = train.make_batch(np.random.default_rng(5), 128, 2, 3, 2)
+    images, masks, row_clip, plan = make_batch(np.random.default_rng(5), 128, 2, 3, 2)
     plain, _ = unroll(model, images, masks, row_clip, plan, np.random.default_rng(1))
     total, parts = unroll(model, images, masks, row_clip, plan, np.random.default_rng(1), probes)
     assert parts["probe_mem"] > 0 and parts["probe_cond"] > 0
@@ -329,7 +326,7 @@ def test_the_decoder_stage_trains_only_the_decoder_and_lowers_its_loss(tmp_path)
         model = build_sam2(load_config("nano", 128), stability=False).train()
         model.load_state_dict(state)
         rng = np.random.default_rng(123)
-        images, masks, row_clip, plan = train.make_batch(rng, 128, 2, 3, 2)
+        images, masks, row_clip, plan = make_batch(rng, 128, 2, 3, 2)
         with torch.no_grad():
             return float(decoder_loss(model, record_frames(model, images, masks, row_clip, plan, rng), masks, rng)[0])
 

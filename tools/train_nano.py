@@ -27,7 +27,7 @@ import torch
 from streamtrack.config import load_config
 from streamtrack.model import build_sam2
 from streamtrack.progress import Progress
-from streamtrack.training.batches import Prefetcher, batch_drawer, make_batch  # noqa: F401 (make_batch: tests)
+from streamtrack.training.batches import Prefetcher, batch_drawer
 from streamtrack.training.decoder_stage import decoder_loss, record_frames, trainable
 from streamtrack.training.probes import MemoryProbes
 from streamtrack.training.unroll import unroll
