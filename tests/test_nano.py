@@ -18,6 +18,7 @@ from streamtrack.config import load_config
 from streamtrack.model import build_sam2
 from streamtrack.procgen import benchmark_clips
 from streamtrack.tracker import Tracker, TrackerConfig
+from streamtrack.training.averaging import TailAverage
 from streamtrack.training.batches import make_batch
 from streamtrack.training.losses import frame_loss
 from streamtrack.training.probes import MemoryProbes
@@ -133,6 +134,63 @@ def test_a_time_budget_re_plans_when_steps_slow_down_and_the_re_plan_replays(tmp
     a = torch.load(tmp_path / "a" / "nano.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "b" / "nano.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_tail_average_is_the_mean_of_the_weights_it_was_given_and_resumes():
+    torch.manual_seed(0)
+    states = [{"w": torch.randn(3, 2), "h": torch.randn(4).half(), "n": torch.tensor(k)} for k in range(5)]
+    whole = TailAverage()
+    for state in states:
+        whole.add(state)
+    parted = TailAverage()
+    for state in states[:2]:
+        parted.add(state)
+    resumed = TailAverage()
+    resumed.load_state_dict(parted.state_dict())
+    for state in states[2:]:
+        resumed.add(state)
+    for average in (whole, resumed):
+        mean = average.weights(states[0])
+        assert list(mean) == ["w", "h", "n"] and average.count == 5
+        assert torch.allclose(mean["w"], torch.stack([s["w"] for s in states]).mean(0), atol=1e-6)
+        assert mean["h"].dtype == torch.float16
+        assert torch.allclose(mean["h"].float(), torch.stack([s["h"].float() for s in states]).mean(0), atol=1e-3)
+        assert mean["n"].item() == 4  # not a float: the last one given
+    assert not torch.allclose(whole.weights(states[0])["w"], states[-1]["w"])
+    with pytest.raises(ValueError):
+        TailAverage().weights(states[0])
+
+
+def test_average_from_writes_the_mean_of_the_last_steps_weights_even_across_a_resume(tmp_path):
+    """--average-from 2 of 4 steps: nano.pt is the mean of the weights after steps 2 and 3 (from
+    0), however often the run was stopped; the run's own weights train as without it."""
+    torch.set_num_threads(1)
+    train = train_module()
+    assert train.main(["--out", str(tmp_path / "plain"), "--steps", "4", *TINY]) == 0
+    assert train.main(["--out", str(tmp_path / "avg"), "--steps", "4", "--average-from", "2", *TINY]) == 0
+    after_step = {}
+    for done in range(1, 4):  # one step per invocation (--max-minutes 0)
+        assert train.main(["--out", str(tmp_path / "parts"), "--steps", "4", "--average-from", "2",
+                           "--max-minutes", "0", *TINY]) == 3
+        after_step[done - 1] = torch.load(tmp_path / "parts" / "last.pt", weights_only=True)["model"]
+    assert train.main(["--out", str(tmp_path / "parts"), "--steps", "4", "--average-from", "2", *TINY]) == 0
+    plain = torch.load(tmp_path / "plain" / "nano.pt", weights_only=True)["model"]
+    averaged = torch.load(tmp_path / "avg" / "nano.pt", weights_only=True)["model"]
+    parts = torch.load(tmp_path / "parts" / "nano.pt", weights_only=True)["model"]
+    assert all(torch.equal(averaged[k], parts[k]) for k in averaged)
+    last = torch.load(tmp_path / "avg" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(plain[k], last[k]) for k in plain)  # averaging does not change training
+    changed = 0
+    for k, value in plain.items():
+        if value.is_floating_point():
+            mean = ((after_step[2][k].double() + value.double()) / 2).to(value.dtype)
+            assert torch.allclose(averaged[k], mean, rtol=1e-6, atol=1e-7), k
+            changed += not torch.equal(averaged[k], value)
+    assert changed > 0
+    record = json.loads((tmp_path / "avg" / "nano.json").read_text())
+    assert record["average_from"] == 2 and record["averaged_steps"] == 2
+    with pytest.raises(SystemExit):
+        train.parse_args(["--out", "x", "--average-from", "-1"])
 
 
 def test_the_absent_score_weight_weighs_only_absent_objects():

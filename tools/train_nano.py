@@ -27,6 +27,7 @@ import torch
 from streamtrack.config import load_config
 from streamtrack.model import build_sam2
 from streamtrack.progress import Progress
+from streamtrack.training.averaging import TailAverage
 from streamtrack.training.batches import Prefetcher, batch_drawer
 from streamtrack.training.decoder_stage import decoder_loss, record_frames, trainable
 from streamtrack.training.probes import MemoryProbes
@@ -107,6 +108,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--replans", type=_replans, default={}, metavar="STEP:STEPS,...",
                     help="at these steps, set --steps to these totals (how a run that re-planned is replayed; "
                          "nano.json records them)")
+    ap.add_argument("--average-from", type=int, default=None, metavar="STEP",
+                    help="write nano.pt as the mean of the weights after each step from STEP on (counting from 0), "
+                         "instead of the last step's weights; last.pt keeps both (default: the last step's)")
     ap.add_argument("--max-minutes", type=float, default=None,
                     help="stop early (resumably) after this wall time; the run is then not finished")
     args = ap.parse_args(argv)
@@ -132,6 +136,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error(f"--gap-share must be between 0 and 1, got {args.gap_share}")
     if not 0.0 <= args.return_share <= 1.0:
         ap.error(f"--return-share must be between 0 and 1, got {args.return_share}")
+    if args.average_from is not None and args.average_from < 0:
+        ap.error(f"--average-from must be at least 0, got {args.average_from}")
     return args
 
 
@@ -191,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     step_times: list[float] = []  # seconds per step until the end of the warm-up, for --minutes
     paces: list[float] = []  # seconds per step since the last checkpoint (this invocation), to re-plan
     replans: dict[int, int] = dict(args.replans)  # step -> new --steps total, chosen at a checkpoint or given
+    average = TailAverage()  # of the weights after each step from --average-from on
     if last.exists():
         state = torch.load(last, weights_only=True)
         model.load_state_dict(state["model"])
@@ -203,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         history = json.loads(state["history"])
         step_times = list(state.get("step_times", []))
         replans = {int(k): int(v) for k, v in json.loads(state.get("replans", "{}")).items()} | replans
+        if state.get("average") is not None:
+            average.load_state_dict(state["average"])
         print(f"resuming from {last} at step {step}", file=sys.stderr)
     if past := [k for k in replans if k <= step]:
         args.steps = replans[max(past)]  # a replayed run resumed after one of its re-plans
@@ -219,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "steps": args.steps,
                     "probes": None if probes is None else probes.state_dict(),
                     "elapsed": elapsed + time.monotonic() - started, "history": json.dumps(history),
-                    "step_times": step_times, "replans": json.dumps(replans)}, tmp)
+                    "step_times": step_times, "replans": json.dumps(replans),
+                    "average": average.state_dict() if average.count else None}, tmp)
         tmp.replace(last)
 
     draw = batch_drawer(cfg.image_size, args.batch, args.frames, args.objects, gap_share=args.gap_share,
@@ -261,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 paces.append(time.monotonic() - tick)
             history.append({"step": step, "loss": loss.item(), **parts})
+            if args.average_from is not None and step >= args.average_from:
+                average.add(model.state_dict())
             step += 1
             bar.update()
             if step % 10 == 0:
@@ -286,13 +298,20 @@ def main(argv: list[str] | None = None) -> int:
                 return 3
     total = elapsed + time.monotonic() - started
     model.eval()
-    torch.save({"model": model.state_dict()}, args.out / "nano.pt")
+    weights = model.state_dict()
+    if args.average_from is not None:
+        if average.count == 0:
+            print(f"--average-from {args.average_from}: the run ended at step {args.steps}, before it; "
+                  "nano.pt holds the last step's weights", file=sys.stderr)
+        else:
+            weights = average.weights(weights)
+    torch.save({"model": weights}, args.out / "nano.pt")
     tail = history[-100:]
     record = {
         "command": "python tools/train_nano.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "config": cfg.name, "image_size": cfg.image_size, "init": None if args.init is None else str(args.init), "seed": args.seed,
         "steps": args.steps, "batch": args.batch, "frames": args.frames, "objects": args.objects,
-        "replans": {str(k): v for k, v in sorted(replans.items())}, "gap_share": args.gap_share, "return_share": args.return_share, "prompt_lag": args.prompt_lag, "lag_share": args.lag_share, "mask_share": args.mask_share, "true_prompt_memory": args.true_prompt_memory, "image_weight": args.image_weight, "decoder_only": args.decoder_only, "freeze_image_encoder": args.freeze_image_encoder, "decoder_updates": args.decoder_updates, "absent_score_weight": args.absent_score_weight, "budget_minutes": args.minutes, "lr": args.lr, "probes": probes is not None, "threads": args.threads, "train_minutes": round(total / 60, 1),
+        "replans": {str(k): v for k, v in sorted(replans.items())}, "gap_share": args.gap_share, "return_share": args.return_share, "prompt_lag": args.prompt_lag, "lag_share": args.lag_share, "mask_share": args.mask_share, "true_prompt_memory": args.true_prompt_memory, "image_weight": args.image_weight, "decoder_only": args.decoder_only, "freeze_image_encoder": args.freeze_image_encoder, "decoder_updates": args.decoder_updates, "absent_score_weight": args.absent_score_weight, "budget_minutes": args.minutes, "average_from": args.average_from, "averaged_steps": average.count, "lr": args.lr, "probes": probes is not None, "threads": args.threads, "train_minutes": round(total / 60, 1),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
         "first_100_steps_loss": round(float(np.mean([h["loss"] for h in history[:100]])), 4),
         "final_100_steps": {k: round(float(np.mean([h[k] for h in tail if k in h])), 4) for k in ("loss",) + LOGGED if any(k in h for h in tail)},
