@@ -7,7 +7,8 @@ clicks come from a generator keyed by (seed, step), and weights start from torch
 Each step's clips are drawn one step ahead in a worker process (streamtrack/training/batches.py).
 With --minutes the step count is chosen from the timed warm-up; nano.json records it. Resumes
 from OUT/last.pt when it exists. When done it writes OUT/nano.pt (an official-format checkpoint,
-{"model": state_dict}) and OUT/nano.json (command, seed, steps, time, final losses).
+{"model": state_dict}; with --average-from, the mean of the weights over the run's last steps) and
+OUT/nano.json (command, seed, steps, time, final losses).
 """
 
 from __future__ import annotations
