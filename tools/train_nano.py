@@ -2,8 +2,10 @@
 
     python tools/train_nano.py --out runs/nano [--steps N | --minutes M] [--seed S] [--threads 2]
 
-Deterministic from --seed and --steps for a given thread count: every step's clips, prompts and
-clicks come from a generator keyed by (seed, step), and weights start from torch.manual_seed(seed).
+Every step's clips, prompts and clicks come from a generator keyed by (seed, step), and weights
+start from torch.manual_seed(seed). With --threads 1 a run repeats bit for bit (the tests check it);
+with 2, two runs of one command on one machine have parted in the 4th decimal by step 20 and end
+with different weights (docs/nano-model.md, "Averaged weights").
 Each step's clips are drawn one step ahead in a worker process (streamtrack/training/batches.py).
 With --minutes the step count is chosen from the timed warm-up; nano.json records it. Resumes
 from OUT/last.pt when it exists. When done it writes OUT/nano.pt (an official-format checkpoint,
