@@ -122,6 +122,10 @@ def check_state_dict(sd: dict[str, torch.Tensor], cfg: ModelConfig, path: str | 
     if wrong:
         lines.append(f"  {len(wrong)} key(s) with the wrong shape:")
         lines += [f"    {k}: file {list(have[k])}, config {list(want[k])}" for k in wrong[:MAX_LISTED]]
+    if missing and not (unexpected or wrong) and all(k.startswith("prompt_decoder.") for k in missing):
+        lines.append("  the file has no prompt decoder, which this config has (prompt_decoder: true); weights "
+                     "trained before it existed get one from `python tools/train_nano.py --prompt-stage "
+                     f"--init {path} --out DIR`")
     if missing:
         lines.append(f"  {len(missing)} key(s) missing from the file:")
         lines += [f"    {k}: expected {list(want[k])}" for k in missing[:MAX_LISTED]]

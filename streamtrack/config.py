@@ -116,6 +116,12 @@ class ModelConfig:
     (the one with the highest logit; official option ``non_overlap_masks_for_mem_enc``). Only the
     memories change, not the masks returned. Off in every shipped config; for nano it turns
     objects that drift onto one mask into objects that swap masks (docs/nano-model.md)."""
+    prompt_decoder: bool = False
+    """False (every official model): one prompt encoder and mask decoder answer every prompt and
+    decode every tracked frame. True: a second pair (``prompt_decoder.*`` in the checkpoint)
+    answers boxes and clicks on frames without memory, a new object's first prompt and the image
+    segmenter's; the tracker then takes its mask as a mask prompt. nano has one: its single small
+    decoder, trained to track, answers any box with a salient-object guess (docs/nano-model.md)."""
     backbone_stride: int = field(default=16, init=False)
 
     def __post_init__(self) -> None:

@@ -78,8 +78,9 @@ class ImageSegmenter:
         multimask: bool,
     ) -> DecoderOutput:
         """Tensor layer. ``coords: float[B, N, 2]`` in model-input pixels (box corners first,
-        labels 2 and 3), ``labels: int[B, N]``, ``mask_input: float[B, 1, S/4, S/4]``."""
-        return self.model.decode(emb.image_embed, emb.features.high_res, coords, labels, mask_input, multimask)
+        labels 2 and 3), ``labels: int[B, N]``, ``mask_input: float[B, 1, S/4, S/4]``. The model's
+        prompt decoder answers when it has one (nano), else its shared decoder."""
+        return self.model.decode_prompt(emb.image_embed, emb.features.high_res, coords, labels, mask_input, multimask)
 
     def predict(
         self,

@@ -11,6 +11,10 @@ With --minutes the step count is chosen from the timed warm-up; nano.json record
 from OUT/last.pt when it exists. When done it writes OUT/nano.pt (an official-format checkpoint,
 {"model": state_dict}; with --average-from, the mean of the weights over the run's last steps) and
 OUT/nano.json (command, seed, steps, time, final losses).
+
+With --prompt-stage it trains only the prompt decoder of --init's model, on boxes and clicks over
+cached image features (streamtrack/training/prompt_stage.py); the shipped weights end with this
+stage. Runs that do not train the prompt decoder save it as a copy of the shared decoder.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import torch
 from streamtrack.config import load_config
 from streamtrack.model import build_sam2
 from streamtrack.progress import Progress
+from streamtrack.training import prompt_stage
 from streamtrack.training.averaging import TailAverage
 from streamtrack.training.batches import Prefetcher, batch_drawer
 from streamtrack.training.decoder_stage import decoder_loss, record_frames, trainable
@@ -93,6 +98,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--decoder-updates", type=int, default=1, metavar="K",
                     help="with --decoder-only, optimiser updates per unroll: each reuses the unroll's features "
                          "with fresh prompts, as the unroll costs most of a step (default: 1)")
+    ap.add_argument("--prompt-stage", action="store_true",
+                    help="train only the model's prompt decoder (configs with prompt_decoder: true), on boxes and "
+                         "clicks over the fixed image features of --init's model; see --prompt-clips, --prompt-batch")
+    ap.add_argument("--prompt-clips", type=int, default=600, metavar="N",
+                    help="with --prompt-stage: training clips whose features are cached, 2 frames each (default: 600)")
+    ap.add_argument("--prompt-batch", type=int, default=32, metavar="N",
+                    help="with --prompt-stage: prompted objects per step (default: 32)")
     ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: 1e-3)")
     ap.add_argument("--warmup", type=int, default=100, help="linear warm-up steps (default: 100)")
     ap.add_argument("--seed", type=int, default=0)
@@ -129,6 +141,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error("--freeze-image-encoder needs --init (the encoder to keep) and is implied by --decoder-only")
     if args.decoder_only and (args.init is None or not args.image_weight > 0):
         ap.error("--decoder-only needs --init (the model to fine-tune) and an --image-weight above 0")
+    if args.prompt_stage and (args.init is None or args.decoder_only or args.freeze_image_encoder):
+        ap.error("--prompt-stage needs --init (the model whose prompt decoder it trains) and cannot be combined "
+                 "with --decoder-only or --freeze-image-encoder")
+    if args.prompt_clips < 1 or args.prompt_batch < 1:
+        ap.error("--prompt-clips and --prompt-batch must be at least 1")
     if args.prompt_lag < 0:
         ap.error(f"--prompt-lag must be at least 0, got {args.prompt_lag}")
     if not 0.0 <= args.lag_share <= 1.0:
@@ -163,6 +180,10 @@ def learning_rate(step: int, args: argparse.Namespace) -> float:
     return args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
+CACHE_STREAM = 1
+"""--prompt-stage draws its cached clips from the generator keyed (seed, 0, CACHE_STREAM), apart from
+every step's (seed, step)."""
+
 BUDGET_MARGIN = 0.95
 """Share of the remaining --minutes planned for steps; the rest absorbs a noisy machine."""
 
@@ -181,16 +202,28 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     cfg = load_config(args.config, args.image_size)
     model = build_sam2(cfg, stability=False).train()
+    if args.prompt_stage and model.prompt_decoder is None:
+        print(f"train_nano: error: --prompt-stage: config {cfg.name} has no prompt decoder (prompt_decoder: true)",
+              file=sys.stderr)
+        return 2
     init = None if args.init is None else torch.load(args.init, weights_only=True)
     if init is not None:
-        model.load_state_dict(init["model"])
-    probes = None if args.no_probes or args.decoder_only else MemoryProbes(cfg.mem_dim, cfg.hidden_dim).train()
+        # Weights from before the config had a prompt decoder lack its keys; it starts as a random one.
+        missing, unexpected = model.load_state_dict(init["model"], strict=False)
+        if unexpected or any(not k.startswith("prompt_decoder.") for k in missing):
+            model.load_state_dict(init["model"])  # raises, naming the keys
+    if args.prompt_stage:
+        model.load_state_dict(prompt_stage.with_shared_prompt_decoder(model.state_dict()))
+    probes = None if args.no_probes or args.decoder_only or args.prompt_stage \
+        else MemoryProbes(cfg.mem_dim, cfg.hidden_dim).train()
     if probes is not None and init is not None and init.get("probes") is not None:
         probes.load_state_dict(init["probes"])
     if args.freeze_image_encoder:
         model.image_encoder.requires_grad_(False)
     if args.decoder_only:
         params = trainable(model)
+    elif args.prompt_stage:
+        params = prompt_stage.trainable(model)
     else:
         params = [p for p in model.parameters() if p.requires_grad] + ([] if probes is None else list(probes.parameters()))
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
@@ -223,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     def update(loss: torch.Tensor) -> None:
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        if not args.prompt_stage:  # the prompt stage learns within its few hundred steps only unclipped
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
 
     def save() -> None:
@@ -235,10 +269,18 @@ def main(argv: list[str] | None = None) -> int:
                     "average": average.state_dict() if average.count else None}, tmp)
         tmp.replace(last)
 
+    cache = None
+    if args.prompt_stage:
+        model.eval()  # the fixed image encoder, as it runs when tracking
+        with Progress("caching frames", args.prompt_clips) as bar:
+            cache = prompt_stage.cache_frames(model, np.random.default_rng((args.seed, 0, CACHE_STREAM)),
+                                              args.prompt_clips, on_clip=bar.update)
+        model.train()
+        print(f"--prompt-stage: {len(cache.embed)} frames, {len(cache.masks)} objects cached", file=sys.stderr)
     draw = batch_drawer(cfg.image_size, args.batch, args.frames, args.objects, gap_share=args.gap_share,
                         prompt_lag=args.prompt_lag, lag_share=args.lag_share, mask_share=args.mask_share,
                         return_share=args.return_share)
-    with Prefetcher(draw, args.seed, 0 if args.no_prefetch else 1) as prefetch, \
+    with Prefetcher(draw, args.seed, 0 if args.no_prefetch or args.prompt_stage else 1) as prefetch, \
             Progress("training", args.steps, done=step) as bar:
         while step < args.steps:
             if args.minutes is not None and step == args.warmup:
@@ -254,21 +296,27 @@ def main(argv: list[str] | None = None) -> int:
             if step in replans:
                 args.steps = bar.total = replans[step]
             tick = time.monotonic()
-            (images, masks, row_clip, plan), rng = prefetch.get(step)
-            if step + 1 < args.steps:
-                prefetch.start(step + 1)
-            plan = dataclasses.replace(plan, true_memory=args.true_prompt_memory)
             for g in opt.param_groups:
                 g["lr"] = learning_rate(step, args)
-            if args.decoder_only:
-                frames = record_frames(model, images, masks, row_clip, plan, rng)
-                for _ in range(args.decoder_updates):
-                    loss, parts = decoder_loss(model, frames, masks, rng, args.absent_score_weight, args.image_weight)
-                    update(loss)
-            else:
-                loss, parts = unroll(model, images, masks, row_clip, plan, rng, probes, args.absent_score_weight,
-                                     args.image_weight)
+            if args.prompt_stage:
+                loss, parts = prompt_stage.prompt_loss(model, cache, np.random.default_rng((args.seed, step)),
+                                                       args.prompt_batch)
                 update(loss)
+            else:
+                (images, masks, row_clip, plan), rng = prefetch.get(step)
+                if step + 1 < args.steps:
+                    prefetch.start(step + 1)
+                plan = dataclasses.replace(plan, true_memory=args.true_prompt_memory)
+                if args.decoder_only:
+                    frames = record_frames(model, images, masks, row_clip, plan, rng)
+                    for _ in range(args.decoder_updates):
+                        loss, parts = decoder_loss(model, frames, masks, rng, args.absent_score_weight,
+                                                   args.image_weight)
+                        update(loss)
+                else:
+                    loss, parts = unroll(model, images, masks, row_clip, plan, rng, probes, args.absent_score_weight,
+                                         args.image_weight)
+                    update(loss)
             if step < args.warmup:
                 step_times.append(time.monotonic() - tick)
             else:
@@ -308,13 +356,15 @@ def main(argv: list[str] | None = None) -> int:
                   "nano.pt holds the last step's weights", file=sys.stderr)
         else:
             weights = average.weights(weights)
-    torch.save({"model": weights}, args.out / "nano.pt")
+    if model.prompt_decoder is not None and not args.prompt_stage:
+        weights = prompt_stage.with_shared_prompt_decoder(weights)  # untrained here: answer as the shared one
+    torch.save({"model": prompt_stage.stored(weights)}, args.out / "nano.pt")
     tail = history[-100:]
     record = {
         "command": "python tools/train_nano.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "config": cfg.name, "image_size": cfg.image_size, "init": None if args.init is None else str(args.init), "seed": args.seed,
         "steps": args.steps, "batch": args.batch, "frames": args.frames, "objects": args.objects,
-        "replans": {str(k): v for k, v in sorted(replans.items())}, "gap_share": args.gap_share, "return_share": args.return_share, "prompt_lag": args.prompt_lag, "lag_share": args.lag_share, "mask_share": args.mask_share, "true_prompt_memory": args.true_prompt_memory, "image_weight": args.image_weight, "decoder_only": args.decoder_only, "freeze_image_encoder": args.freeze_image_encoder, "decoder_updates": args.decoder_updates, "absent_score_weight": args.absent_score_weight, "budget_minutes": args.minutes, "average_from": args.average_from, "averaged_steps": average.count, "lr": args.lr, "probes": probes is not None, "threads": args.threads, "train_minutes": round(total / 60, 1),
+        "replans": {str(k): v for k, v in sorted(replans.items())}, "gap_share": args.gap_share, "return_share": args.return_share, "prompt_lag": args.prompt_lag, "lag_share": args.lag_share, "mask_share": args.mask_share, "true_prompt_memory": args.true_prompt_memory, "image_weight": args.image_weight, "decoder_only": args.decoder_only, "freeze_image_encoder": args.freeze_image_encoder, "decoder_updates": args.decoder_updates, "prompt_stage": args.prompt_stage, "prompt_clips": args.prompt_clips if args.prompt_stage else None, "prompt_batch": args.prompt_batch if args.prompt_stage else None, "absent_score_weight": args.absent_score_weight, "budget_minutes": args.minutes, "average_from": args.average_from, "averaged_steps": average.count, "lr": args.lr, "probes": probes is not None, "threads": args.threads, "train_minutes": round(total / 60, 1),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
         "first_100_steps_loss": round(float(np.mean([h["loss"] for h in history[:100]])), 4),
         "final_100_steps": {k: round(float(np.mean([h[k] for h in tail if k in h])), 4) for k in ("loss",) + LOGGED if any(k in h for h in tail)},

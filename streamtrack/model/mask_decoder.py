@@ -40,7 +40,9 @@ class StabilityRule:
 
 class MaskDecoder(nn.Module):
     def __init__(self, dim: int = 256, stability: StabilityRule | None = StabilityRule(),
-                 mlp_dim: int = 2048) -> None:
+                 mlp_dim: int = 2048, high_res_proj: bool = True) -> None:
+        """``high_res_proj``: own the projections of the stride-4/8 backbone maps (``conv_s0``,
+        ``conv_s1``). A second decoder that reads another decoder's projected maps has none."""
         super().__init__()
         self.stability = stability
         self.transformer = TwoWayTransformer(dim, mlp_dim=mlp_dim)
@@ -54,9 +56,9 @@ class MaskDecoder(nn.Module):
             nn.ConvTranspose2d(dim // 4, dim // 8, kernel_size=2, stride=2),
             nn.GELU(),
         )
-        # Projections of the stride-4 and stride-8 backbone maps (applied once per image).
-        self.conv_s0 = nn.Conv2d(dim, dim // 8, kernel_size=1)
-        self.conv_s1 = nn.Conv2d(dim, dim // 4, kernel_size=1)
+        if high_res_proj:  # projections of the stride-4 and stride-8 backbone maps (applied once per image)
+            self.conv_s0 = nn.Conv2d(dim, dim // 8, kernel_size=1)
+            self.conv_s1 = nn.Conv2d(dim, dim // 4, kernel_size=1)
         self.output_hypernetworks_mlps = nn.ModuleList(MLP(dim, dim, dim // 8, 3) for _ in range(NUM_MASK_TOKENS))
         self.iou_prediction_head = MLP(dim, 256, NUM_MASK_TOKENS, 3, sigmoid_output=True)
         self.pred_obj_score_head = MLP(dim, dim, 1, 3)

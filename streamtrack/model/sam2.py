@@ -19,6 +19,19 @@ from streamtrack.model.memory_encoder import MemoryEncoder
 from streamtrack.model.prompt_encoder import PromptEncoder
 
 
+class PromptDecoder(nn.Module):
+    """A second prompt encoder and mask decoder for prompts on frames without memory.
+
+    It reads the same image features as the shared decoder, including that decoder's projected
+    stride-4/8 maps, so it has no projections of its own. Official models have none.
+    """
+
+    def __init__(self, prompt_encoder: PromptEncoder, mask_decoder: MaskDecoder) -> None:
+        super().__init__()
+        self.prompt_encoder = prompt_encoder
+        self.mask_decoder = mask_decoder
+
+
 class SAM2(nn.Module):
     def __init__(
         self,
@@ -28,6 +41,7 @@ class SAM2(nn.Module):
         mask_decoder: MaskDecoder,
         memory_encoder: MemoryEncoder,
         memory_attention: MemoryAttention,
+        prompt_decoder: PromptDecoder | None = None,
     ) -> None:
         super().__init__()
         self.cfg = cfg
@@ -50,6 +64,8 @@ class SAM2(nn.Module):
         """Shrinks a full-resolution mask prompt to the decoder's mask-input size."""
         self.obj_ptr_proj = MLP(c, c, c, 3)
         self.obj_ptr_tpos_proj = nn.Linear(c, m) if cfg.obj_ptr_temporal_encoding else None
+        self.prompt_decoder = prompt_decoder
+        """Answers boxes and clicks on frames without memory when present (``cfg.prompt_decoder``)."""
 
     @property
     def image_size(self) -> int:
@@ -84,11 +100,35 @@ class SAM2(nn.Module):
             mask_input: float[B, 1, S/4, S/4] low-res mask logits, or None.
             batch: B when there are neither points nor a mask.
         """
-        if batch is None:
-            batch = (coords if coords is not None else mask_input if mask_input is not None else image_embed).shape[0]
-        pe = self.sam_prompt_encoder
-        sparse, dense = pe(batch, coords, labels, mask_input)
-        return self.sam_mask_decoder(image_embed, pe.dense_pe(), sparse, dense, high_res, multimask)
+        return _decode(self.sam_prompt_encoder, self.sam_mask_decoder, image_embed, high_res, coords, labels,
+                       mask_input, multimask, batch)
+
+    def decode_prompt(
+        self,
+        image_embed: torch.Tensor,
+        high_res: tuple[torch.Tensor, torch.Tensor],
+        coords: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        mask_input: torch.Tensor | None,
+        multimask: bool,
+        batch: int | None = None,
+    ) -> DecoderOutput:
+        """:meth:`decode` for a prompt on a frame without memory (``image_embed`` is the raw
+        features plus ``no_mem_embed``): by the :class:`PromptDecoder` when the model has one."""
+        if self.prompt_decoder is None:
+            return self.decode(image_embed, high_res, coords, labels, mask_input, multimask, batch)
+        head = self.prompt_decoder
+        return _decode(head.prompt_encoder, head.mask_decoder, image_embed, high_res, coords, labels, mask_input,
+                       multimask, batch)
+
+
+def _decode(pe: PromptEncoder, decoder: MaskDecoder, image_embed: torch.Tensor,
+            high_res: tuple[torch.Tensor, torch.Tensor], coords: torch.Tensor | None, labels: torch.Tensor | None,
+            mask_input: torch.Tensor | None, multimask: bool, batch: int | None) -> DecoderOutput:
+    if batch is None:
+        batch = (coords if coords is not None else mask_input if mask_input is not None else image_embed).shape[0]
+    sparse, dense = pe(batch, coords, labels, mask_input)
+    return decoder(image_embed, pe.dense_pe(), sparse, dense, high_res, multimask)
 
 
 def build_sam2(cfg: ModelConfig, stability: bool = True) -> SAM2:
@@ -97,6 +137,12 @@ def build_sam2(cfg: ModelConfig, stability: bool = True) -> SAM2:
     ``stability``: the official builds' single-mask stability fallback (on by default).
     """
     c = cfg.hidden_dim
+    prompt_decoder = None
+    if cfg.prompt_decoder:
+        prompt_decoder = PromptDecoder(
+            PromptEncoder(c, cfg.embed_size, cfg.image_size),
+            MaskDecoder(c, StabilityRule() if stability else None, cfg.decoder_mlp_dim, high_res_proj=False),
+        )
     return SAM2(
         cfg,
         image_encoder=ImageEncoder(cfg.trunk, c),
@@ -104,4 +150,5 @@ def build_sam2(cfg: ModelConfig, stability: bool = True) -> SAM2:
         mask_decoder=MaskDecoder(c, StabilityRule() if stability else None, cfg.decoder_mlp_dim),
         memory_encoder=MemoryEncoder(c, cfg.mem_dim),
         memory_attention=MemoryAttention(c, cfg.mem_dim, cfg.memory_attention_layers, cfg.memory_attention_ffn_dim),
+        prompt_decoder=prompt_decoder,
     ).eval()

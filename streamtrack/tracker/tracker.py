@@ -174,14 +174,19 @@ class Tracker:
         coords = to_model_coords(torch.tensor([xy], dtype=torch.float32, device=self.device), frame.source_hw,
                                  model.image_size)
         labels_t = torch.tensor([labels], dtype=torch.int32, device=self.device)
+        prev = None if obj.low_res is None else obj.low_res.clamp(-PREV_LOGITS_CLAMP, PREV_LOGITS_CLAMP)
+        multimask = prompt.num_points == 1
         if obj.tracked:
             rows = torch.tensor([obj.row], device=self.device)
             view = memory_view(model, self.bank, rows, frame.index, self.fixed_shapes, self.config.stream_length)
             pix = condition_on_memory(model, frame.feats.embed, frame.feats.embed_pos, view)
-        else:
-            pix = frame.feats.embed + model.no_mem_embed.view(1, -1, 1, 1)
-        prev = None if obj.low_res is None else obj.low_res.clamp(-PREV_LOGITS_CLAMP, PREV_LOGITS_CLAMP)
-        return heads.decode(model, pix, frame.feats.high_res, coords, labels_t, prev, multimask=prompt.num_points == 1)
+            return heads.decode(model, pix, frame.feats.high_res, coords, labels_t, prev, multimask)
+        pix = frame.feats.embed + model.no_mem_embed.view(1, -1, 1, 1)
+        if model.prompt_decoder is None:
+            return heads.decode(model, pix, frame.feats.high_res, coords, labels_t, prev, multimask)
+        # The model's own prompt decoder answers; its mask then goes in as a mask prompt would.
+        out = heads.choose(model, model.decode_prompt(pix, frame.feats.high_res, coords, labels_t, prev, multimask))
+        return heads.mask_as_output(model, frame.feats.embed, frame.feats.high_res, (out.high_res > 0).float())
 
     def _mask_input(self, mask: np.ndarray) -> torch.Tensor:
         """A source mask -> ``float[1, 1, S, S]`` in {0, 1} (bilinear antialiased resize, then >= 0.5)."""
