@@ -149,3 +149,28 @@ def test_the_prompt_stage_trains_only_the_prompt_decoder_and_lowers_its_loss(tmp
                 ["--prompt-clips", "0"]):
         with pytest.raises(SystemExit):
             train.parse_args(["--out", "x", *bad])
+
+
+def test_some_prompt_stage_steps_also_train_a_correction_with_the_answer_as_mask_input(monkeypatch):
+    """With the correction share at 1 every step decodes twice: the prompt without a mask input,
+    then one click per object with the first answer as the mask input the tracker would pass."""
+    model = build_sam2(load_config("nano", 128), stability=False).eval()
+    cache = prompt_stage.cache_frames(model, np.random.default_rng(5), 3)
+    calls = []
+    real = type(model).decode_prompt
+
+    def spy(self, embed, high_res, coords, labels, mask_input, multimask, batch=None):
+        calls.append((coords.shape, labels.clone(), None if mask_input is None else mask_input.clone()))
+        return real(self, embed, high_res, coords, labels, mask_input, multimask, batch)
+
+    monkeypatch.setattr(type(model), "decode_prompt", spy)
+    monkeypatch.setattr(prompt_stage, "CORRECTION_SHARE", 1.0)
+    loss, parts = prompt_stage.prompt_loss(model, cache, np.random.default_rng(0), 4)
+    assert len(calls) == 2 and calls[0][2] is None and "correction" in parts and torch.isfinite(loss)
+    (shape, labels, prev) = calls[1]
+    assert shape[1] == 1 and set(labels.flatten().tolist()) <= {-1, 0, 1}  # one click each (or none: no error)
+    assert prev.shape == (4, 1, 32, 32) and prev.min() >= -10 and prev.max() <= 10  # a binarised answer
+    calls.clear()
+    monkeypatch.setattr(prompt_stage, "CORRECTION_SHARE", 0.0)
+    _, parts = prompt_stage.prompt_loss(model, cache, np.random.default_rng(0), 4)
+    assert len(calls) == 1 and "correction" not in parts

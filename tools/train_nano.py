@@ -42,7 +42,7 @@ from streamtrack.training.probes import MemoryProbes
 from streamtrack.training.unroll import unroll
 
 
-LOGGED = ("mask", "track", "iou", "score", "embed", "probe_mem", "probe_cond", "image")
+LOGGED = ("mask", "track", "iou", "score", "embed", "probe_mem", "probe_cond", "image", "correction")
 """Loss parts printed every 10 steps and recorded in nano.json."""
 
 

@@ -100,12 +100,18 @@ def decode_mask_prompt(
                         batch=mask.shape[0])
 
 
+def mask_logits(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``mask: float[B, 1, S, S]`` in {0, 1} -> the logits a mask prompt's answer carries, at ``S``
+    and at ``S/4`` (what a later prompt on that frame gets as its mask input)."""
+    high = mask * MASK_PROMPT_SCALE + MASK_PROMPT_BIAS
+    side = mask.shape[-1] // 4
+    return high, F.interpolate(high, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
+
+
 def mask_answer(model: SAM2, mask: torch.Tensor, inner: DecoderOutput) -> HeadOutput:
     """The mask itself as the output, with the pointer of ``inner`` (:func:`decode_mask_prompt`)."""
     b = mask.shape[0]
-    high = mask * MASK_PROMPT_SCALE + MASK_PROMPT_BIAS
-    side = model.image_size // 4
-    low = F.interpolate(high, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
+    high, low = mask_logits(mask)
     visible = (mask.flatten(1) > 0).any(dim=1, keepdim=True)
     score = MASK_PROMPT_SCALE * visible.float() + MASK_PROMPT_BIAS
     ptr = mix_no_object(model, choose(model, inner).obj_ptr, visible)

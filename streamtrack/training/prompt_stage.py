@@ -12,19 +12,25 @@ The image encoder is fixed, so each training frame's features are computed once
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from streamtrack.model import SAM2
+from streamtrack.model import SAM2, DecoderOutput
 from streamtrack.preprocess import normalize
-from streamtrack.training.clips import first_frame_prompt, pad_prompts, sample_clip
+from streamtrack.tracker import heads
+from streamtrack.tracker.tracker import PREV_LOGITS_CLAMP
+from streamtrack.training.clips import PointPrompt, correction_click, first_frame_prompt, pad_prompts, sample_clip
 from streamtrack.training.unroll import decode_loss
 
 MIN_AREA = 20
 """Objects with fewer visible pixels than this on a cached frame are not prompted."""
+
+CORRECTION_SHARE = 0.5
+"""Share of steps that also train a correction of the first answer (:func:`_correct`)."""
 
 
 @dataclass
@@ -42,7 +48,7 @@ class FrameCache:
 
 
 def cache_frames(model: SAM2, rng: np.random.Generator, clips: int, per_clip: int = 2, objects: int = 3,
-                 on_clip=None) -> FrameCache:  # noqa: ANN001
+                 on_clip: Callable[[], None] | None = None) -> FrameCache:
     """Features of ``per_clip`` random frames from each of ``clips`` training clips (scenes from
     ``procgen.TRAIN_SEEDS`` only), computed without gradient. ``on_clip()`` is called after each clip."""
     size = model.image_size
@@ -111,11 +117,13 @@ def prompt_loss(model: SAM2, cache: FrameCache, rng: np.random.Generator, batch:
     """:func:`~streamtrack.training.losses.frame_loss` of ``batch`` cached objects, each decoded by
     the prompt decoder from one box (half the steps) or 1-3 clicks drawn from its mask, as
     :func:`~streamtrack.training.clips.first_frame_prompt` draws a training clip's first prompt.
-    One click each gives the three candidates, as the tracker asks for.
+    One click each gives the three candidates, as the tracker asks for. On a share of the steps
+    (:data:`CORRECTION_SHARE`) each object is then corrected with one more click, and that
+    decode is scored too (``parts["correction"]``: its mask loss).
 
     The loss is taken at the decoder's own resolution (S/4), against the share of each cell that
     the object covers, not on logits upsampled to S: a step costs about 0.6 times as much, and in
-    the same minutes the answers came out better (docs/nano-model.md)."""
+    the same minutes clicks were answered better and boxes about as well (docs/nano-model.md)."""
     pick = rng.choice(len(cache.masks), size=min(batch, len(cache.masks)), replace=False)
     kind = "box" if rng.random() < 0.5 else "points"
     prompts = [first_frame_prompt(rng, cache.masks[i], kind) for i in pick]
@@ -125,4 +133,27 @@ def prompt_loss(model: SAM2, cache: FrameCache, rng: np.random.Generator, batch:
     out = model.decode_prompt(cache.embed[rows], (cache.high_res[0][rows], cache.high_res[1][rows]), coords, labels,
                               None, single_click)
     target = torch.from_numpy(cache.masks[pick]).float()[:, None]
-    return decode_loss(out, F.avg_pool2d(target, target.shape[-1] // out.low_res_logits.shape[-1]))
+    target = F.avg_pool2d(target, target.shape[-1] // out.low_res_logits.shape[-1])
+    loss, parts = decode_loss(out, target)
+    if rng.random() < CORRECTION_SHARE:
+        again, more = decode_loss(_correct(model, cache, pick, rows, out, rng), target)
+        loss = loss + again
+        parts["correction"] = more["mask"]
+    return loss, parts
+
+
+def _correct(model: SAM2, cache: FrameCache, pick: np.ndarray, rows: torch.Tensor, first: DecoderOutput,
+             rng: np.random.Generator) -> DecoderOutput:
+    """Each object decoded again from one click on the larger error of its first answer (the
+    candidate of highest predicted IoU, binarised), with that answer as the mask input: the logits
+    the tracker keeps for a new object's answer and passes with a second prompt on its frame."""
+    best = first.iou.detach().argmax(1)
+    low = first.low_res_logits.detach()[torch.arange(len(pick)), best][:, None]
+    size = cache.masks.shape[-1]
+    pred = F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False) > 0
+    clicks = [correction_click(rng, p, g) or PointPrompt(np.zeros((1, 2), np.float32), np.array([-1], np.int32))
+              for p, g in zip(pred[:, 0].numpy(), cache.masks[pick])]
+    coords, labels = (torch.from_numpy(a) for a in pad_prompts(clicks))
+    prev = heads.mask_logits(pred.float())[1].clamp(-PREV_LOGITS_CLAMP, PREV_LOGITS_CLAMP)
+    return model.decode_prompt(cache.embed[rows], (cache.high_res[0][rows], cache.high_res[1][rows]), coords, labels,
+                               prev, False)
