@@ -32,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     group.add_argument("--gt-prompts", nargs="?", const="box", choices=("box", "mask"), metavar="box|mask",
                        help="synthetic source only: prompt every object visible on the first frame with its true "
                             "box (the default) or its true mask; the bundled nano model tracks from masks better "
-                            "than from boxes (J&F 0.69 against 0.67 on its benchmark, docs/nano-model.md)")
+                            "than from boxes (J&F 0.69 against 0.66 on its benchmark, docs/nano-model.md)")
     p.add_argument("--pub", default="tcp://127.0.0.1:5555", help="PUB address for results (default %(default)s)")
     p.add_argument("--control", default="tcp://127.0.0.1:5556", help="ROUTER address for commands (default %(default)s)")
     p.add_argument("--stream-id", default="streamtrack", help="stream id carried in every message")

@@ -23,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "Segment objects in one image. Each --box is one object; --point prompts refine the "
             "single box, or, without a box, together describe one object. Writes one PNG per "
             "mask (0/255 at the image's size) and result.json to --out. The default nano model "
-            "was trained on synthetic frames only (there, IoU 0.74 from a box and 0.64 from one click, "
+            "was trained on synthetic frames only (there, IoU 0.72 from a box and 0.67 from one click, "
             "docs/nano-model.md); use an official checkpoint for real work."
         ),
     )
