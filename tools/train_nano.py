@@ -99,8 +99,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="with --decoder-only, optimiser updates per unroll: each reuses the unroll's features "
                          "with fresh prompts, as the unroll costs most of a step (default: 1)")
     ap.add_argument("--prompt-stage", action="store_true",
-                    help="train only the model's prompt decoder (configs with prompt_decoder: true), on boxes and "
-                         "clicks over the fixed image features of --init's model; see --prompt-clips, --prompt-batch")
+                    help="train only the model's prompt decoder (configs with prompt_decoder: true), on boxes, "
+                         "clicks and correction clicks over the fixed image features of --init's model; see "
+                         "--prompt-clips, --prompt-batch")
     ap.add_argument("--prompt-clips", type=int, default=600, metavar="N",
                     help="with --prompt-stage: training clips whose features are cached, 2 frames each (default: 600)")
     ap.add_argument("--prompt-batch", type=int, default=32, metavar="N",
@@ -256,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     def update(loss: torch.Tensor) -> None:
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if not args.prompt_stage:  # the prompt stage learns within its few hundred steps only unclipped
+        if not args.prompt_stage:  # unclipped, as the runs were that learned to read prompts (docs/nano-model.md)
             torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
 
