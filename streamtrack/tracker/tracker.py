@@ -180,9 +180,9 @@ class Tracker:
             rows = torch.tensor([obj.row], device=self.device)
             view = memory_view(model, self.bank, rows, frame.index, self.fixed_shapes, self.config.stream_length)
             pix = condition_on_memory(model, frame.feats.embed, frame.feats.embed_pos, view)
-            return heads.decode(model, pix, frame.feats.high_res, coords, labels_t, prev, multimask)
-        pix = frame.feats.embed + model.no_mem_embed.view(1, -1, 1, 1)
-        if model.prompt_decoder is None:
+        else:
+            pix = frame.feats.embed + model.no_mem_embed.view(1, -1, 1, 1)
+        if obj.tracked or model.prompt_decoder is None:
             return heads.decode(model, pix, frame.feats.high_res, coords, labels_t, prev, multimask)
         # The model's own prompt decoder answers; its mask then goes in as a mask prompt would.
         out = heads.choose(model, model.decode_prompt(pix, frame.feats.high_res, coords, labels_t, prev, multimask))

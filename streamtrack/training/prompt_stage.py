@@ -130,30 +130,30 @@ def prompt_loss(model: SAM2, cache: FrameCache, rng: np.random.Generator, batch:
     coords, labels = (torch.from_numpy(a) for a in pad_prompts(prompts))
     single_click = kind == "points" and bool((labels >= 0).sum(1).eq(1).all())
     rows = torch.from_numpy(cache.frame[pick])
-    out = model.decode_prompt(cache.embed[rows], (cache.high_res[0][rows], cache.high_res[1][rows]), coords, labels,
-                              None, single_click)
+    embed, high_res = cache.embed[rows], (cache.high_res[0][rows], cache.high_res[1][rows])
+    out = model.decode_prompt(embed, high_res, coords, labels, None, single_click)
     target = torch.from_numpy(cache.masks[pick]).float()[:, None]
     target = F.avg_pool2d(target, target.shape[-1] // out.low_res_logits.shape[-1])
     loss, parts = decode_loss(out, target)
     if rng.random() < CORRECTION_SHARE:
-        again, more = decode_loss(_correct(model, cache, pick, rows, out, rng), target)
+        again, more = decode_loss(_correct(model, embed, high_res, cache.masks[pick], out, rng), target)
         loss = loss + again
         parts["correction"] = more["mask"]
     return loss, parts
 
 
-def _correct(model: SAM2, cache: FrameCache, pick: np.ndarray, rows: torch.Tensor, first: DecoderOutput,
-             rng: np.random.Generator) -> DecoderOutput:
+def _correct(model: SAM2, embed: torch.Tensor, high_res: tuple[torch.Tensor, torch.Tensor], masks: np.ndarray,
+             first: DecoderOutput, rng: np.random.Generator) -> DecoderOutput:
     """Each object decoded again from one click on the larger error of its first answer (the
     candidate of highest predicted IoU, binarised), with that answer as the mask input: the logits
-    the tracker keeps for a new object's answer and passes with a second prompt on its frame."""
+    the tracker keeps for a new object's answer and passes with a second prompt on its frame.
+    ``embed``/``high_res``: the objects' frames' features, as for the first decode; ``masks: bool[B, S, S]``."""
     best = first.iou.detach().argmax(1)
-    low = first.low_res_logits.detach()[torch.arange(len(pick)), best][:, None]
-    size = cache.masks.shape[-1]
+    low = first.low_res_logits.detach()[torch.arange(len(masks)), best][:, None]
+    size = masks.shape[-1]
     pred = F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False) > 0
     clicks = [correction_click(rng, p, g) or PointPrompt(np.zeros((1, 2), np.float32), np.array([-1], np.int32))
-              for p, g in zip(pred[:, 0].numpy(), cache.masks[pick])]
+              for p, g in zip(pred[:, 0].numpy(), masks)]
     coords, labels = (torch.from_numpy(a) for a in pad_prompts(clicks))
     prev = heads.mask_logits(pred.float())[1].clamp(-PREV_LOGITS_CLAMP, PREV_LOGITS_CLAMP)
-    return model.decode_prompt(cache.embed[rows], (cache.high_res[0][rows], cache.high_res[1][rows]), coords, labels,
-                               prev, False)
+    return model.decode_prompt(embed, high_res, coords, labels, prev, False)
