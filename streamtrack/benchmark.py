@@ -194,8 +194,10 @@ class ReplayCamera(Source):
 def pipeline_latency(tracker, source_factory, prompts, frames: int, warmup: int = WARMUP,  # noqa: ANN001
                      timeout_s: float = 600.0) -> PipelineLatency:
     """Run the live pipeline (source thread, tracker, ZeroMQ publisher on 127.0.0.1) for ``frames``
-    tracked frames with a subscriber in this process, and time each received frame from the
-    tracker's frame ``warmup`` on."""
+    tracked frames, and time each received frame from the tracker's frame ``warmup`` on.
+
+    It tracks on the calling thread, as ``streamtrack run`` does (``Pipeline.run``), while a
+    subscriber thread in this process receives; after ``timeout_s`` the subscriber stops it."""
     from streamtrack.client import Subscriber
     from streamtrack.live.pipeline import Pipeline, PipelineConfig
     from streamtrack.live.wire import FrameMessage
@@ -204,23 +206,37 @@ def pipeline_latency(tracker, source_factory, prompts, frames: int, warmup: int 
                             reconnect=False)
     pipeline = Pipeline(tracker, source_factory, config, prompts)
     result = PipelineLatency()
-    pipeline.start()
+    tracking_done = threading.Event()
+    failures: list[BaseException] = []
+
+    def receive() -> None:
+        try:
+            with Subscriber(pipeline.pub_addr, topics=("frame",)) as sub:
+                deadline = time.monotonic() + timeout_s
+                last = None
+                while time.monotonic() < deadline:
+                    msg = sub.recv(timeout=0.5)
+                    if isinstance(msg, FrameMessage):
+                        if last is not None:
+                            result.missed_by_subscriber += max(0, msg.frame_index - last - 1)
+                        last = msg.frame_index
+                        if msg.frame_index >= warmup:
+                            result.received_ms.append((time.time_ns() - msg.t_capture_wall_ns) / 1e6)
+                    elif msg is None and tracking_done.is_set():
+                        return
+        except BaseException as e:  # noqa: BLE001 - re-raised on the calling thread
+            failures.append(e)
+        pipeline.request_stop()  # timed out or failed: end tracking too
+
+    receiver = threading.Thread(target=receive, name="streamtrack-bench-subscriber", daemon=True)
     try:
-        with Subscriber(pipeline.pub_addr, topics=("frame",)) as sub:
-            deadline = time.monotonic() + timeout_s
-            last = None
-            while time.monotonic() < deadline:
-                msg = sub.recv(timeout=0.5)
-                if isinstance(msg, FrameMessage):
-                    if last is not None:
-                        result.missed_by_subscriber += max(0, msg.frame_index - last - 1)
-                    last = msg.frame_index
-                    if msg.frame_index >= warmup:
-                        result.received_ms.append((time.time_ns() - msg.t_capture_wall_ns) / 1e6)
-                elif msg is None and pipeline.wait(0):
-                    break
+        pipeline.run(on_ready=receiver.start)
     finally:
-        pipeline.stop()
+        tracking_done.set()
+        if receiver.ident is not None:
+            receiver.join(timeout=10.0)
+    if failures:
+        raise failures[0]
     c = pipeline.counters
     result.tracked, result.captured = c.tracked, c.captured
     result.dropped_stale, result.dropped_publish = c.dropped_stale, c.dropped_publish

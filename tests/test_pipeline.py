@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -284,6 +285,97 @@ def test_a_file_source_is_tracked_frame_by_frame_to_the_end(pipeline):
     c = p.counters
     assert (c.captured, c.tracked, c.dropped_stale) == (15, 15, 0)
     assert p.status() == ("stopped", "the source ended")
+
+
+class ThreadRecordingTracker:
+    """Wraps a tracker; records the thread of each ``track`` call and can raise on one frame."""
+
+    def __init__(self, tracker: Tracker, fail_on: int | None = None, error: BaseException | None = None) -> None:
+        self.inner, self.fail_on, self.error = tracker, fail_on, error
+        self.threads: list[int] = []
+
+    def track(self, rgb, times=None):  # noqa: ANN001
+        self.threads.append(threading.get_ident())
+        if self.fail_on is not None and len(self.threads) > self.fail_on:
+            raise self.error
+        return self.inner.track(rgb, times)
+
+    def __getattr__(self, name):  # noqa: ANN001, ANN204 - add_prompt, frame_index, object_ids ...
+        return getattr(self.inner, name)
+
+
+def capture_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "streamtrack-capture" and t.is_alive()]
+
+
+def test_run_tracks_and_publishes_on_the_calling_thread(small_tracker):
+    """``run`` binds, calls ``on_ready`` once (addresses set), then tracks every frame on the
+    caller's thread; a subscriber started from ``on_ready`` receives them; capture is stopped after."""
+    tracker = ThreadRecordingTracker(small_tracker)
+    p = Pipeline(tracker, synthetic(live=False, num_frames=12),
+                 PipelineConfig(pub_addr=RANDOM, control_addr=RANDOM), gt_prompts())
+    ready, received = [], []
+
+    def receive(addr: str) -> None:
+        with Subscriber(addr, topics=("frame",)) as sub:
+            for _ in range(200):  # bounded: about 20 s at most
+                msg = sub.recv(timeout=0.1)
+                if isinstance(msg, FrameMessage):
+                    received.append(msg.frame_index)
+                elif msg is None and p.status()[0] == "stopped":
+                    return
+
+    def on_ready() -> None:
+        ready.append((len(tracker.threads), p.pub_addr, p.control_addr))
+        receiver.start()
+
+    receiver = threading.Thread(target=lambda: receive(p.pub_addr))
+    p.run(on_ready=on_ready)
+    receiver.join(timeout=30)
+    assert len(ready) == 1 and ready[0][0] == 0 and ready[0][1].startswith("tcp://127.0.0.1:") and ready[0][2]
+    assert tracker.threads == [threading.get_ident()] * 12
+    assert p.status() == ("stopped", "the source ended") and p.counters.tracked == 12
+    assert received and received == sorted(received) and received[-1] == 11
+    assert not capture_threads()
+
+
+def test_run_ends_when_asked_from_another_thread(small_tracker):
+    p = Pipeline(small_tracker, synthetic(live=True), PipelineConfig(pub_addr=RANDOM, control_addr=RANDOM))
+
+    def ask_once_tracking() -> None:
+        for _ in range(300):  # bounded: 30 s
+            if p.counters.tracked >= 3:
+                break
+            time.sleep(0.1)
+        p.request_stop()
+
+    asker = threading.Thread(target=ask_once_tracking)
+    asker.start()
+    p.run()
+    asker.join(timeout=5)
+    assert p.counters.tracked >= 3
+    assert p.status() == ("stopped", "stopped by request")
+    assert not capture_threads()
+
+
+@pytest.mark.parametrize("error, raised", [(ValueError("bad frame"), RuntimeError), (KeyboardInterrupt(), KeyboardInterrupt)])
+def test_run_reraises_what_ended_tracking_and_frees_its_ports(small_tracker, error, raised):
+    """A tracker error comes back from ``run`` as RuntimeError, Ctrl-C as KeyboardInterrupt;
+    either way capture has stopped and both ports can be bound again at once."""
+    p = Pipeline(ThreadRecordingTracker(small_tracker, fail_on=2, error=error), synthetic(live=True),
+                 PipelineConfig(pub_addr=RANDOM, control_addr=RANDOM))
+    with pytest.raises(raised) as info:
+        p.run()
+    if raised is RuntimeError:
+        assert "bad frame" in str(info.value)
+    assert p.counters.tracked == 2
+    assert not capture_threads()
+    for addr in (p.pub_addr, p.control_addr):
+        sock = zmq.Context.instance().socket(zmq.PUB)
+        try:
+            sock.bind(addr)
+        finally:
+            sock.close(linger=0)
 
 
 def test_unknown_source_is_a_clear_error():

@@ -102,27 +102,20 @@ def run(args: argparse.Namespace) -> int:
     )
     pipeline = Pipeline(tracker, lambda: open_source(args.source), config, prompts)
 
-    stop = threading.Event()
-
     def on_signal(signum, _frame):
-        stop.set()
+        pipeline.request_stop()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
-    try:
-        pipeline.start()
-    except RuntimeError as e:
-        print(f"streamtrack run: error: {e}", file=sys.stderr)
-        return 1
-    print(f"streamtrack run: publishing on {pipeline.pub_addr}, control on {pipeline.control_addr}", file=sys.stderr)
+
+    def ready() -> None:
+        print(f"streamtrack run: publishing on {pipeline.pub_addr}, control on {pipeline.control_addr}", file=sys.stderr)
+
     error = None
     try:
-        while not stop.is_set() and not pipeline.wait(0.1):
-            pass
+        pipeline.run(on_ready=ready, stop_timeout=1.5)  # tracks on this thread, which loaded the model: see Pipeline.run
     except RuntimeError as e:
         error = e
-    finally:
-        pipeline.stop(timeout=1.5)
     leftover = sorted(t.name for t in threading.enumerate() if t is not threading.current_thread() and t.is_alive())
     if leftover:
         print(f"streamtrack run: warning: threads still running at exit: {', '.join(leftover)}", file=sys.stderr)

@@ -4,9 +4,17 @@ Threads:
 - capture (``Capture``): reads the source, stamps frames, hands the newest one over;
 - tracking (this module): owns the tracker, the PUB socket and the control socket;
   it takes the newest frame, tracks it, publishes it, answers control requests
-  between frames and sends status once a second;
-- the owner (the caller of :meth:`Pipeline.run`): waits, and re-raises any error
-  that ended the other threads.
+  between frames and sends status once a second.
+
+:meth:`Pipeline.run` tracks on the calling thread, as ``streamtrack run`` does;
+:meth:`Pipeline.start` tracks on a thread of its own and returns, for callers that
+need their thread. Tracking on the thread that already ran the model is faster on
+the CPU. Torch's CPU kernels split their work over an OpenMP team of threads, one
+team for each thread that calls them. Once two threads have teams, the OpenMP
+runtime most likely counts more threads than cores, stops keeping its idle threads
+spinning, and every split pays to wake them. On the 2-core machine, nano's ``track`` took
+59-75 ms a frame on a second thread and 33-47 ms on the thread that loaded the model
+(``docs/speed.md``, "The tracking thread").
 """
 
 from __future__ import annotations
@@ -79,8 +87,36 @@ class Pipeline:
 
     # ------------------------------------------------------------------ owner
 
+    def run(self, on_ready: Callable[[], None] | None = None, stop_timeout: float = 2.0) -> None:
+        """Track on the calling thread until the source ends, ``max_frames`` is reached or
+        :meth:`request_stop` is called (from another thread or a signal handler); then stop
+        capture. Re-raises the error that ended tracking as RuntimeError, and a
+        KeyboardInterrupt as it is.
+
+        ``on_ready`` is called on this thread once the sockets are bound (their addresses are
+        then set) and capture has started, before the first frame. ``stop_timeout``: how long
+        stopping capture may wait for a source read in progress (see ``Capture.stop``).
+        """
+        def ready() -> None:
+            self.capture.start()
+            if on_ready is not None:
+                on_ready()
+
+        try:
+            self._track_loop(ready)
+        finally:
+            self.capture.stop(stop_timeout)
+        if isinstance(self._error, KeyboardInterrupt):
+            err, self._error = self._error, None
+            raise err
+        self._raise_if_failed()
+
     def start(self, timeout: float = 10.0) -> None:
-        """Start both threads; returns once the sockets are bound (their addresses are then set)."""
+        """Start both threads; returns once the sockets are bound (their addresses are then set).
+
+        On the CPU, prefer :meth:`run` on the thread that loaded the model (see the module
+        docstring): a second thread running the model makes each frame slower.
+        """
         self._thread.start()
         if not self._ready.wait(timeout):
             raise RuntimeError("the tracking thread did not start")
@@ -88,26 +124,23 @@ class Pipeline:
         self.capture.start()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait for the pipeline to end; True if it has. Re-raises the error that ended it."""
-        self._thread.join(timeout)
+        """After start(): wait for the pipeline to end; True if it has. Re-raises the error that ended it."""
+        if self._thread.ident is not None:
+            self._thread.join(timeout)
         self._raise_if_failed()
         return not self._thread.is_alive()
+
+    def request_stop(self) -> None:
+        """Ask tracking to end after the frame in progress; returns at once (safe in a signal handler)."""
+        self._stop.set()
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop capture and tracking. A frame in progress is finished if it fits in ``timeout``."""
         deadline = time.monotonic() + timeout
-        self._stop.set()
+        self.request_stop()
         self.capture.stop()
-        self._thread.join(max(0.0, deadline - time.monotonic()))
-
-    def run(self) -> None:
-        """start(), then wait until the source ends, max_frames is reached, or Ctrl-C."""
-        self.start()
-        try:
-            while not self.wait(0.2):
-                pass
-        finally:
-            self.stop()
+        if self._thread.ident is not None:
+            self._thread.join(max(0.0, deadline - time.monotonic()))
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
@@ -125,7 +158,7 @@ class Pipeline:
 
     # --------------------------------------------------------------- tracking
 
-    def _track_loop(self) -> None:
+    def _track_loop(self, on_ready: Callable[[], None] | None = None) -> None:
         publisher = control = None
         try:
             publisher = Publisher(self.config.pub_addr, stream_id=self.config.stream_id,
@@ -134,6 +167,8 @@ class Pipeline:
             control = ControlServer(self.config.control_addr, curve=self.config.curve, insecure=self.config.insecure_bind)
             self.pub_addr, self.control_addr = publisher.addr, control.addr
             self._ready.set()
+            if on_ready is not None:
+                on_ready()
             self._on_status("stopped", self._loop(publisher, control))
         except BaseException as e:  # noqa: BLE001 - reported to the owner, who re-raises
             self._error = e
