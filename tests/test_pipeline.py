@@ -304,8 +304,9 @@ class ThreadRecordingTracker:
         return getattr(self.inner, name)
 
 
-def capture_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "streamtrack-capture" and t.is_alive()]
+def capture_threads() -> set[threading.Thread]:
+    """Capture threads alive now (compare with a set taken before: other tests' may linger)."""
+    return {t for t in threading.enumerate() if t.name == "streamtrack-capture" and t.is_alive()}
 
 
 def test_run_tracks_and_publishes_on_the_calling_thread(small_tracker):
@@ -330,13 +331,14 @@ def test_run_tracks_and_publishes_on_the_calling_thread(small_tracker):
         receiver.start()
 
     receiver = threading.Thread(target=lambda: receive(p.pub_addr))
+    before = capture_threads()
     p.run(on_ready=on_ready)
     receiver.join(timeout=30)
     assert len(ready) == 1 and ready[0][0] == 0 and ready[0][1].startswith("tcp://127.0.0.1:") and ready[0][2]
     assert tracker.threads == [threading.get_ident()] * 12
     assert p.status() == ("stopped", "the source ended") and p.counters.tracked == 12
     assert received and received == sorted(received) and received[-1] == 11
-    assert not capture_threads()
+    assert not capture_threads() - before
 
 
 def test_run_ends_when_asked_from_another_thread(small_tracker):
@@ -351,11 +353,12 @@ def test_run_ends_when_asked_from_another_thread(small_tracker):
 
     asker = threading.Thread(target=ask_once_tracking)
     asker.start()
+    before = capture_threads()
     p.run()
     asker.join(timeout=5)
     assert p.counters.tracked >= 3
     assert p.status() == ("stopped", "stopped by request")
-    assert not capture_threads()
+    assert not capture_threads() - before
 
 
 @pytest.mark.parametrize("error, raised", [(ValueError("bad frame"), RuntimeError), (KeyboardInterrupt(), KeyboardInterrupt)])
@@ -364,12 +367,13 @@ def test_run_reraises_what_ended_tracking_and_frees_its_ports(small_tracker, err
     either way capture has stopped and both ports can be bound again at once."""
     p = Pipeline(ThreadRecordingTracker(small_tracker, fail_on=2, error=error), synthetic(live=True),
                  PipelineConfig(pub_addr=RANDOM, control_addr=RANDOM))
+    before = capture_threads()
     with pytest.raises(raised) as info:
         p.run()
     if raised is RuntimeError:
         assert "bad frame" in str(info.value)
     assert p.counters.tracked == 2
-    assert not capture_threads()
+    assert not capture_threads() - before
     for addr in (p.pub_addr, p.control_addr):
         sock = zmq.Context.instance().socket(zmq.PUB)
         try:
