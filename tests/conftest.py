@@ -68,11 +68,17 @@ trunk:
   global_att_blocks: [2, 3]
   window_spec: [8, 4, 4, 4]
   window_pos_embed_bkg_spatial_size: [4, 4]
+hidden_dim: 96
+mem_dim: 32
+memory_attention_layers: 2
+memory_attention_ffn_dim: 384
+decoder_mlp_dim: 384
 no_obj_embed_spatial: true
 obj_ptr_temporal_encoding: true
 """
-"""A small trunk at 128 px for tests that need many frames fast; the memory bank, decoder and
-memory attention are full-size."""
+"""A small model at 128 px for tests that need many frames fast: a small trunk, and the nano
+config's widths for the decoder, memory attention and memory bank (a frame costs about 0.4 of
+what full widths cost). Full-size models are covered by the parity tests."""
 
 
 @pytest.fixture(scope="session")

@@ -21,8 +21,7 @@ def rss_bytes() -> int:
 
 @pytest.mark.slow
 def test_two_thousand_frames_in_constant_memory(small_model_files):
-    """The small test model (full-size memory bank, decoder and memory attention) keeps this
-    to about two minutes on 2 cores."""
+    """The small test model keeps this under a minute on 2 cores."""
     cfg, ckpt = small_model_files
     tracker = Tracker(load_model(cfg, ckpt), TrackerConfig(max_objects=2, max_cond_frames=3))
     frames = moving_shapes(50, 120, 160)
