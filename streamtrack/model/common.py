@@ -104,5 +104,23 @@ def attention(
     from outside (see ``streamtrack.accel``).
     """
     if key_valid is None:
+        if _small_on_cpu(q, k):
+            weights = torch.softmax((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1), dim=-1)
+            return weights @ v
         return F.scaled_dot_product_attention(q, k, v)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=key_valid[:, None, None, :])
+
+
+SMALL_ATTENTION_KEYS = 64
+SMALL_ATTENTION_BATCH = 8
+
+
+def _small_on_cpu(q: torch.Tensor, k: torch.Tensor) -> bool:
+    """Many small attentions (Hiera's windows, the decoder's token attention) on the CPU.
+
+    There, two matmuls and a softmax beat PyTorch's flash kernel, whose per-block set-up
+    dominates at these sizes: 111 against 620 us for 256 windows of 4 queries and 16 keys,
+    and slower for a few large heads (docs/speed.md, "Small attentions on the CPU").
+    """
+    return (q.device.type == "cpu" and k.shape[-2] <= SMALL_ATTENTION_KEYS
+            and q.shape[:-2].numel() >= SMALL_ATTENTION_BATCH)
