@@ -119,8 +119,9 @@ def _small_on_cpu(q: torch.Tensor, k: torch.Tensor) -> bool:
     """Many small attentions (Hiera's windows, the decoder's token attention) on the CPU.
 
     There, two matmuls and a softmax beat PyTorch's flash kernel, whose per-block set-up
-    dominates at these sizes: 111 against 620 us for 256 windows of 4 queries and 16 keys,
-    and slower for a few large heads (docs/speed.md, "Small attentions on the CPU").
+    dominates at these sizes: 111 against 620 us for 256 windows of 4 queries and 16 keys.
+    With few heads or many keys the flash kernel stays faster (docs/speed.md, "Small
+    attentions and the first stage's layout on the CPU").
     """
     return (q.device.type == "cpu" and k.shape[-2] <= SMALL_ATTENTION_KEYS
             and q.shape[:-2].numel() >= SMALL_ATTENTION_BATCH)

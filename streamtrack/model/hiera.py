@@ -112,7 +112,7 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Tokens contiguous in [B, H, W, C]: the first stage's map then reaches the neck's 1x1
-        # conv channels-last, which runs it about 2x faster on the CPU (docs/speed.md).
+        # conv channels-last, where the CPU runs it several times faster (docs/speed.md).
         return self.proj(x).permute(0, 2, 3, 1).contiguous()
 
 
