@@ -119,7 +119,7 @@ def _small_on_cpu(q: torch.Tensor, k: torch.Tensor) -> bool:
     """Many small attentions (Hiera's windows, the decoder's token attention) on the CPU.
 
     There, two matmuls and a softmax beat PyTorch's flash kernel, whose per-block set-up
-    dominates at these sizes: 111 against 620 us for 256 windows of 4 queries and 16 keys.
+    dominates at these sizes: 111 against 620 us for 64 windows x 4 heads of 4 queries, 16 keys.
     With few heads or many keys the flash kernel stays faster (docs/speed.md, "Small
     attentions and the first stage's layout on the CPU").
     """
