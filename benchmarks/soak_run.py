@@ -2,8 +2,9 @@
 
 `tests/test_reliability.py` soaks the pipeline for 90 s with a stub tracker. This runs the real
 thing for as long as you like: `streamtrack run --source synthetic --gt-prompts mask` in a
-process of its own, a draining subscriber, and every ``--churn`` seconds one control request in
-turn: add a new object from a box, correct the first object with a click, remove the newest.
+process of its own, a draining subscriber, and every ``--churn`` seconds one change over the
+control socket, in turn: add a new object from a box, correct the first object with a click,
+remove the newest (and a `list` request each second, to count the objects).
 The run process's RSS is sampled every second into a CSV. The verdict reads the floor of RSS
 (the minimum of each ``--window`` seconds), which allocator swings do not move but a leak raises.
 
@@ -78,21 +79,17 @@ def start_run(extra: list[str]) -> tuple[subprocess.Popen, str, str, deque]:
     return proc, found[0][1], found[0][2], tail
 
 
-def churn(client: ControlClient, step: int, seq: int) -> str:
-    """One control request, in turn: add, correct, remove. Returns what was done."""
+def churn(client: ControlClient, step: int, seq: int) -> None:
+    """One change, in turn by ``step``: add an object, correct the first one, remove the newest."""
     ids = [o["id"] for o in client.list_objects()["objects"]]
     if step % 3 == 0:
         x, y = 40 + (step * 37) % 400, 40 + (step * 53) % 300
         new = max(ids, default=0) + 1
         client.add_object(new, box=(x, y, x + 120, y + 100), seq=seq)
-        return f"add {new}"
-    if step % 3 == 1 and ids:
+    elif step % 3 == 1 and ids:
         client.correct(ids[0], points=[(320, 240)], labels=[1], seq=seq)
-        return f"correct {ids[0]}"
-    if ids:
+    elif step % 3 == 2 and ids:
         client.remove(max(ids))
-        return f"remove {max(ids)}"
-    return "nothing to do"
 
 
 def floor(samples: list[Sample], window: float) -> tuple[np.ndarray, np.ndarray]:
@@ -116,7 +113,7 @@ def summary(samples: list[Sample], window: float) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=60.0, help="how long to soak (default %(default)s)")
-    p.add_argument("--churn", type=float, default=20.0, help="seconds between control requests (default %(default)s)")
+    p.add_argument("--churn", type=float, default=20.0, help="seconds between changes: add, correct, remove (default %(default)s)")
     p.add_argument("--window", type=float, default=300.0, help="seconds per RSS floor window (default %(default)s)")
     p.add_argument("--csv", default="soak.csv", help="per-second samples (default %(default)s)")
     p.add_argument("--json", help="also write the summary here")
