@@ -27,11 +27,16 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from itertools import count
+from pathlib import Path
 
 import numpy as np
 
 from streamtrack.client import ControlClient, ControlError, Subscriber
 from streamtrack.live.wire import FrameMessage
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from test_reliability import rss_floor, rss_mib  # noqa: E402  (the soak test's RSS reading and floor)
 
 ADDRESSES = re.compile(r"publishing on (\S+), control on (\S+)")
 
@@ -44,14 +49,6 @@ class Sample:
     received: int
     """frame messages the subscriber kept so far (it drains: older queued frames are skipped)"""
     objects: int
-
-
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 def start_run(extra: list[str]) -> tuple[subprocess.Popen, str, str, deque]:
@@ -92,20 +89,13 @@ def churn(client: ControlClient, step: int, seq: int) -> None:
         client.remove(max(ids))
 
 
-def floor(samples: list[Sample], window: float) -> tuple[np.ndarray, np.ndarray]:
-    """(window start s, minimum RSS MiB) of each whole window."""
+def summary(samples: list[Sample], window: float) -> dict:
     t = np.array([s.t for s in samples])
     rss = np.array([s.rss_mib for s in samples])
-    starts = np.arange(0.0, t[-1] - window + 1e-9, window)
-    return starts, np.array([rss[(t >= a) & (t < a + window)].min() for a in starts])
-
-
-def summary(samples: list[Sample], window: float) -> dict:
-    starts, low = floor(samples, window)
-    late = starts >= 0.25 * samples[-1].t
+    starts, low = rss_floor(t, rss, since=0.0, window=window)
+    late = starts >= 0.25 * t[-1]
     slope = float(np.polyfit(starts[late], low[late], 1)[0]) * 1024 if late.sum() >= 3 else None
-    rss = [s.rss_mib for s in samples]
-    return {"seconds": samples[-1].t, "rss_min_mib": min(rss), "rss_max_mib": max(rss),
+    return {"seconds": float(t[-1]), "rss_min_mib": float(rss.min()), "rss_max_mib": float(rss.max()),
             "floor_mib": [round(float(v), 1) for v in low], "window_s": window,
             "floor_slope_after_first_quarter_kib_s": slope}
 

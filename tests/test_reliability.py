@@ -129,8 +129,9 @@ class TaggedCamera(Source):
         return "tagged fake camera"
 
 
-def rss_mib() -> float:
-    with open("/proc/self/statm") as f:
+def rss_mib(pid: int | str = "self") -> float:
+    """Resident set size of a process (this one by default), MiB."""
+    with open(f"/proc/{pid}/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
@@ -277,10 +278,11 @@ blocks (a 300 s soak measured 288..328 MiB around a flat floor), so a straight l
 raw samples reads that noise as a slope. A leak raises the floor: the minimum of each 10 s window."""
 
 
-def rss_floor(t: np.ndarray, rss: np.ndarray, since: float) -> tuple[np.ndarray, np.ndarray]:
-    """(window start, minimum RSS) of each whole ``FLOOR_WINDOW_S`` window from ``since`` on."""
-    starts = np.arange(since, t[-1] - FLOOR_WINDOW_S + 1e-9, FLOOR_WINDOW_S)
-    return starts, np.array([rss[(t >= a) & (t < a + FLOOR_WINDOW_S)].min() for a in starts])
+def rss_floor(t: np.ndarray, rss: np.ndarray, since: float, window: float = FLOOR_WINDOW_S
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(window start, minimum RSS) of each whole ``window`` seconds from ``since`` on."""
+    starts = np.arange(since, t[-1] - window + 1e-9, window)
+    return starts, np.array([rss[(t >= a) & (t < a + window)].min() for a in starts])
 
 
 SOAK_SCRIPT = """
