@@ -38,7 +38,11 @@ def draw(
 
 
 class VideoWriter:
-    """Frames of one size into an H.264 MP4 (MPEG-4 part 2 if the FFmpeg build lacks H.264)."""
+    """Frames of one size into an H.264 MP4 (MPEG-4 part 2 if the FFmpeg build lacks H.264).
+
+    The encoder runs on one thread with x264's ``veryfast`` preset: a viewer writes its video
+    beside a live tracker, often on the same cores, and x264's defaults (preset ``medium``, a
+    thread per core) took about 4 times the CPU time a frame (docs/speed.md, "The viewer")."""
 
     def __init__(self, path: str | Path, fps: float = 10.0) -> None:
         self.path = Path(path)
@@ -54,9 +58,11 @@ class VideoWriter:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._container = av.open(str(self.path), "w")
             try:
-                self._stream = self._container.add_stream("libx264", rate=round(self.fps))
+                self._stream = self._container.add_stream("libx264", rate=round(self.fps),
+                                                          options={"preset": "veryfast"})
             except av.FFmpegError:
                 self._stream = self._container.add_stream("mpeg4", rate=round(self.fps))
+            self._stream.thread_count = 1
             self._stream.width, self._stream.height = rgb.shape[1], rgb.shape[0]
             self._stream.pix_fmt = "yuv420p"
         if (rgb.shape[1], rgb.shape[0]) != (self._stream.width, self._stream.height):

@@ -37,6 +37,19 @@ def cli(*args) -> list[str]:
     return [sys.executable, "-m", "streamtrack", *args]
 
 
+def both_finish(client: subprocess.Popen, run: subprocess.Popen) -> tuple[str, str]:
+    """Waits for a subscriber process, then for `run`; both must exit 0. Kills whichever is left.
+    -> the subscriber's (stdout, stderr)."""
+    try:
+        out, err = client.communicate(timeout=120)
+        assert client.returncode == 0, err
+        assert run.wait(timeout=60) == 0, run.stderr.read()
+    finally:
+        for p in (client, run):
+            p.kill() if p.poll() is None else None
+    return out, err
+
+
 @pytest.fixture
 def small_tracker(small_model_files):
     cfg, ckpt = small_model_files
@@ -76,13 +89,7 @@ def test_end_to_end_with_a_subscriber_process(small_model_files):
     run = subprocess.Popen(cli("run", "--source", "synthetic:width=200,height=150,live=false", "--config", str(cfg),
                                "--checkpoint", str(ckpt), "--gt-prompts", "--max-frames", "60",
                                "--pub", pub, "--control", ctl), stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = echo.communicate(timeout=120)
-        assert echo.returncode == 0, err
-        assert run.wait(timeout=60) == 0, run.stderr.read()
-    finally:
-        for p in (echo, run):
-            p.kill() if p.poll() is None else None
+    out, _ = both_finish(echo, run)
     frames = [json.loads(line) for line in out.splitlines()]
     assert len(frames) == 12
     seqs = [f["seq"] for f in frames]
@@ -96,6 +103,33 @@ def test_end_to_end_with_a_subscriber_process(small_model_files):
         # The first frame is tracked before its prompts exist: no memory attention, decoder or memory encoder.
         assert stamps == sorted(stamps) and len(stamps) == (8 if f["frame_index"] > 0 else 5)
         assert f["t_capture_wall_ns"] <= f["t_publish_wall_ns"]
+
+
+def test_view_writes_every_frame_it_receives_until_the_pipeline_stops(small_model_files, tmp_path):
+    """The demo's two commands: `run --send-frames` and `view --out`, each in its own process.
+    The viewer leaves when the pipeline says it stopped, and its MP4 holds every frame it drew."""
+    import av
+
+    cfg, ckpt = small_model_files
+    pub, ctl = free_addr(), free_addr()
+    out = tmp_path / "overlay.mp4"
+    view = subprocess.Popen(cli("view", "--connect", pub, "--out", str(out), "--timeout", "60"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.0)  # the viewer subscribes before the first frame goes out
+    run = subprocess.Popen(cli("run", "--source", "synthetic:width=200,height=150,live=false", "--config", str(cfg),
+                               "--checkpoint", str(ckpt), "--gt-prompts", "mask", "--send-frames", "--threads", "1",
+                               "--max-frames", "30", "--pub", pub, "--control", ctl), stderr=subprocess.PIPE, text=True)
+    stdout, stderr = both_finish(view, run)
+    assert "the pipeline stopped (tracked max_frames=30 frames)" in stderr
+    written = int(stderr.split("wrote ")[1].split(" frames")[0])
+    assert 1 <= written <= 30
+    receipt = next(line for line in stdout.splitlines() if line.startswith("latency capture -> receipt"))
+    assert f"over {written} frames" in receipt
+    with av.open(str(out)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == written
+    assert frames[0].shape == (150, 200, 3)
+    assert frames[-1].std() > 10, "drawn over the pipeline's frames, not over black"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

@@ -52,6 +52,34 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, default=None, metavar="N",
                    help="model input size, a multiple of 32 (default from the config: 256 for nano, 1024 for official)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    add_threads_arg(p)
+
+
+def threads_count(text: str) -> int:
+    """argparse type of ``--threads``: a whole number of at least 1."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n}: at least 1 thread is needed")
+    return n
+
+
+def add_threads_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=threads_count, default=None, metavar="N",
+                   help="CPU threads for the model's operations (default: torch's, one per core). Fewer can be "
+                        "faster where other work shares the cores: with the nano model on 2 cores and "
+                        "`streamtrack view` beside it, `run --threads 1` kept up with more of the source's frames than 2 "
+                        "threads (docs/speed.md, \"The viewer\")")
+
+
+def apply_threads(args: argparse.Namespace) -> None:
+    """Sets torch's CPU threads from ``--threads``, if given; call before any model work."""
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
 
 def parse_floats(text: str, count: tuple[int, ...], what: str) -> list[float]:

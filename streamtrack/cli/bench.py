@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from streamtrack.cli import UsageError
+from streamtrack.cli import UsageError, add_threads_arg, apply_threads
 
 HELP = "time the tracker on this machine (per-frame and per-stage latency) to choose a model size and resolution"
 
@@ -29,6 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default=None, help="checkpoint to load (optional: timing does not depend on it)")
     p.add_argument("--image-size", type=int, default=None, metavar="N", help="model input size (default from the config)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    add_threads_arg(p)
     p.add_argument("--objects", type=int, default=1, help="objects tracked at once (default 1)")
     p.add_argument("--frames", type=int, default=24, help="frames in all, the first 16 being warm-up (default 24)")
     p.add_argument("--pipeline-frames", type=int, default=40, metavar="N",
@@ -53,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--objects must be 1, 2 or 3 (the synthetic scene has 3)")
     if args.fps <= 0:
         raise UsageError("--fps must be positive")
+    apply_threads(args)
     checkpoint = args.checkpoint
     if checkpoint is None and args.config == SHIPPED_MODEL:
         checkpoint = shipped_checkpoint()

@@ -7,7 +7,7 @@ import signal
 import sys
 import threading
 
-from streamtrack.cli import UsageError, add_model_args
+from streamtrack.cli import UsageError, add_model_args, apply_threads
 
 HELP = "track a camera, stream, file or the synthetic source live and publish masks over ZeroMQ"
 
@@ -85,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         tracker_config = TrackerConfig(max_objects=args.max_objects)
     except (SourceError, PromptError, ValueError) as e:
         raise UsageError(str(e)) from None
+    apply_threads(args)
     checkpoint = resolve_checkpoint(args.config, args.checkpoint)
     tracker = Tracker(load_model(args.config, checkpoint, args.image_size, args.device), tracker_config)
     curve = None

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from streamtrack.cli import UsageError, add_model_args, parse_floats
+from streamtrack.cli import UsageError, add_model_args, apply_threads, parse_floats
 
 HELP = "segment objects in one image from points and boxes"
 
@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     for arr in (points, boxes):
         if arr is not None and (arr[..., 0::2].max() > w or arr[..., 1::2].max() > h or arr.min() < 0):
             print(f"streamtrack segment: warning: a prompt lies outside the {w}x{h} image")
+    apply_threads(args)
     checkpoint = resolve_checkpoint(args.config, args.checkpoint)
     model = load_model(args.config, checkpoint, args.image_size, args.device)
     segmenter = ImageSegmenter(model)

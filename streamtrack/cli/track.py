@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from streamtrack.cli import UsageError, add_model_args, parse_floats
+from streamtrack.cli import UsageError, add_model_args, apply_threads, parse_floats
 
 HELP = "track objects through a video file or a folder of frames, writing per-frame masks"
 
@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as e:
         raise UsageError(str(e)) from None
+    apply_threads(args)
     checkpoint = resolve_checkpoint(args.config, args.checkpoint)
     tracker = Tracker(load_model(args.config, checkpoint, args.image_size, args.device), config)
 
