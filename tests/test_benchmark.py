@@ -40,21 +40,3 @@ def test_matmul_ceiling_is_a_plausible_rate():
     rate = bm.matmul_ceiling_gflops(n=256, repeats=3)
     assert np.isfinite(rate) and rate > 0.1
 
-
-def test_bench_reports_the_threads_it_was_given(tmp_path):
-    """`streamtrack bench --threads 1` runs on one torch thread and says so in its report."""
-    import json
-    import subprocess
-    import sys
-
-    report = tmp_path / "bench.json"
-    done = subprocess.run([sys.executable, "-m", "streamtrack", "bench", "--config", "nano", "--frames", "18",
-                           "--pipeline-frames", "0", "--threads", "1", "--json", str(report)],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    data = json.loads(report.read_text())
-    assert data["threads"] == 1
-    assert "(1 threads)" in done.stdout
-    refused = subprocess.run([sys.executable, "-m", "streamtrack", "bench", "--threads", "0"],
-                             capture_output=True, text=True, timeout=60)
-    assert refused.returncode == 2 and "at least 1 thread is needed" in refused.stderr

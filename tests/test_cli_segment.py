@@ -130,10 +130,11 @@ def test_bench_reports_steady_state_stages(small_model_files, tmp_path):
     out = tmp_path / "bench.json"
     plot = tmp_path / "bench.png"
     proc = run_cli("bench", "--config", str(cfg), "--frames", "18", "--objects", "2", "--json", str(out),
-                   "--pipeline-frames", "20", "--fps", "10", "--plot", str(plot))
+                   "--pipeline-frames", "20", "--fps", "10", "--plot", str(plot), "--threads", "1")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     assert report["steady_frames"] == 2 and report["objects"] == 2
+    assert report["threads"] == 1 and "(1 threads)" in proc.stdout
     stages = report["stage_ms_median"]
     assert set(stages) == {"preprocess", "image_encoder", "memory_attention", "decoder", "memory_encoder"}
     assert all(v > 0 for v in stages.values())
@@ -152,3 +153,23 @@ def test_bench_reports_steady_state_stages(small_model_files, tmp_path):
     assert cv2.imread(str(plot)) is not None
     assert run_cli("bench", "--frames", "5").returncode == 2
     assert run_cli("bench", "--pipeline-frames", "3").returncode == 2
+    refused = run_cli("bench", "--threads", "0")
+    assert refused.returncode == 2 and "at least 1 thread is needed" in refused.stderr
+
+
+def test_client_commands_start_without_torch(tmp_path):
+    """`echo`, `view` and `prompt` run on subscriber machines that may never load a model; they
+    reach their work, and their errors, without importing torch."""
+    code = (
+        "import sys\n"
+        "from streamtrack.cli import main\n"
+        "codes = [main(['echo', '--connect', 'tcp://127.0.0.1:9', '--count', '1', '--timeout', '0.3']),\n"
+        "         main(['prompt', '--control', 'tcp://127.0.0.1:9', '--timeout', '0.3', 'list']),\n"
+        "         main(['view', '--connect', 'tcp://127.0.0.1:9', '--timeout', '0.3', '--out', sys.argv[1]])]\n"
+        "print(codes, 'torch' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "v.mp4")], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "[1, 2, 0] False", proc.stdout + proc.stderr
+    assert "no reply from tcp://127.0.0.1:9" in proc.stderr, "prompt's error is reported as one line"

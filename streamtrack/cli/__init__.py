@@ -24,21 +24,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    # Imported here, not at module level, so `streamtrack echo` starts without torch.
-    from streamtrack.checkpoint import CheckpointError
-    from streamtrack.config import ConfigError
+def user_error_types() -> tuple[type[Exception], ...]:
+    """The errors reported as one line with exit status 2. Looked up after one was raised, from
+    the modules loaded by then: a module never imported raised nothing. Importing
+    ``streamtrack.checkpoint`` up front would load torch, which `echo`, `view` and `prompt` do
+    not need."""
+    kinds: list[type[Exception]] = [UsageError]
+    for module, name in (("streamtrack.config", "ConfigError"), ("streamtrack.checkpoint", "CheckpointError")):
+        if module in sys.modules:
+            kinds.append(getattr(sys.modules[module], name))
+    return tuple(kinds)
 
+
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.run(args) or 0
-    except (UsageError, ConfigError, CheckpointError) as e:
-        print(f"streamtrack {args.command}: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"streamtrack {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        if not isinstance(e, user_error_types()):
+            raise
+        print(f"streamtrack {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:

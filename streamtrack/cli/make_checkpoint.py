@@ -1,16 +1,14 @@
 """``streamtrack make-checkpoint``: write a seeded random-weight checkpoint in the official format.
 
-No pretrained weights ship with streamtrack. This lets the whole pipeline run
-(demos, smoke tests) before a real checkpoint is downloaded; its masks are
-meaningless.
+Of the pretrained models, only nano ships with streamtrack. This lets the pipeline run an
+official architecture (demos, smoke tests, timing) before a real checkpoint is downloaded; its
+masks are meaningless.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-
-import torch
 
 HELP = "write a random-weight checkpoint in the official format (for trying the pipeline; masks are meaningless)"
 
@@ -24,6 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from streamtrack.config import load_config
     from streamtrack.model import build_sam2
 
