@@ -39,4 +39,3 @@ def test_series_summary_and_plot(tmp_path):
 def test_matmul_ceiling_is_a_plausible_rate():
     rate = bm.matmul_ceiling_gflops(n=256, repeats=3)
     assert np.isfinite(rate) and rate > 0.1
-

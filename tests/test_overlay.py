@@ -1,4 +1,4 @@
-"""What `streamtrack view` draws and writes: tinted masks, boxes and ids, and an MP4 that decodes."""
+"""What `streamtrack view` draws and writes: tinted masks and box outlines, and an MP4 that decodes."""
 
 from __future__ import annotations
 
