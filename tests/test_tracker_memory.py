@@ -8,15 +8,11 @@ import pytest
 
 from streamtrack.checkpoint import load_model
 from streamtrack.tracker import Prompt, Tracker, TrackerConfig
+from test_reliability import rss_mib
 from video import moving_shapes
 
 N_FRAMES = 2000
 WARMUP = 100
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096
 
 
 @pytest.mark.slow
@@ -36,11 +32,11 @@ def test_two_thousand_frames_in_constant_memory(small_model_files):
             tracker.add_prompt(Prompt(1 + (t // 150) % 2, points=((60.0, 80.0),), labels=(1,)))
         if t >= WARMUP and t % 50 == 0:
             state_bytes.append(tracker.state_nbytes())
-            rss.append(rss_bytes())
+            rss.append(rss_mib())
     elapsed = time.monotonic() - start
-    growth = (max(rss) - rss[0]) / 2**20
+    growth = max(rss) - rss[0]
     print(f"{N_FRAMES} frames in {elapsed:.0f} s; tracker tensors {state_bytes[0]} bytes "
-          f"(min {min(state_bytes)}, max {max(state_bytes)}); RSS {rss[0] / 2**20:.0f} MiB, growth {growth:.1f} MiB")
+          f"(min {min(state_bytes)}, max {max(state_bytes)}); RSS {rss[0]:.0f} MiB, growth {growth:.1f} MiB")
     assert len(set(state_bytes)) == 1, "tracker tensor bytes changed after warm-up"
     assert growth < 50
     for obj in (1, 2):
